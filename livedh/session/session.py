@@ -1,0 +1,337 @@
+"""A session: one person talking to one avatar.
+
+It owns every task it starts: the speaker (text -> TTS -> playout buffer), the optional chat task
+(LLM -> sentences -> speaker) and the render loop (playout -> lip-sync -> AV channel), and closes
+them all in an idempotent ``aclose``. Barge-in is one call, ``interrupt``, that clears every buffer
+down the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from livedh.config import SessionConfig
+from livedh.errors import CapacityError, InvalidInputError, LiveDHError, NotConfiguredError
+from livedh.lipsync.base import LipSyncRequest
+from livedh.lipsync.engine import LipSyncEngine
+from livedh.llm.base import ChatLLM
+from livedh.logs import log_event
+from livedh.media.channel import AVChannel, AVFrame
+from livedh.media.clock import MediaClock
+from livedh.media.pcm import SESSION_SAMPLE_RATE, StreamResampler, int16_to_float
+from livedh.session.playout import PlayoutBuffer
+from livedh.tts.base import TTSEngine
+
+logger = logging.getLogger(__name__)
+
+SpeakMode = Literal["echo", "chat"]
+
+
+class Transport(Protocol):
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Utterance:
+    text: str | None = None
+    pcm: np.ndarray | None = None
+    engine: TTSEngine | None = None
+    voice: str | None = None
+    generation: int = 0
+
+
+@dataclass
+class SessionState:
+    sessionid: int
+    connection: str
+    speaking: bool
+    queued: int
+    tts_engine: str
+    tts_voice: str | None
+    frames_sent: int
+    uptime: float
+    errors: list[dict[str, object]] = field(default_factory=list)
+
+
+class Session:
+    def __init__(
+        self,
+        sessionid: int,
+        config: SessionConfig,
+        lipsync: LipSyncEngine,
+        tts: TTSEngine,
+        *,
+        voice: str | None = None,
+        llm_factory: Callable[[], Awaitable[tuple[ChatLLM, object]]] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.id = sessionid
+        self.config = config
+        self.lipsync = lipsync
+        self.tts = tts
+        self.voice = voice
+        self._llm_factory = llm_factory
+        self._history: object | None = None
+        self._llm: ChatLLM | None = None
+        self.seed = seed if seed is not None else sessionid
+        model = lipsync.model
+        if model.sample_rate != SESSION_SAMPLE_RATE:
+            raise ValueError("lip-sync models take 16 kHz audio")
+        self.fps = config.fps
+        self.clock = MediaClock()
+        self.channel = AVChannel(self.clock, self.fps, SESSION_SAMPLE_RATE)
+        self.playout = PlayoutBuffer(model.audio_window)
+        self.connection = "new"
+        self.transport: Transport | None = None
+        self.errors: deque[dict[str, object]] = deque(maxlen=10)
+        self._created = time.monotonic()
+        self._generation = 0
+        self._utterances: asyncio.Queue[Utterance] = asyncio.Queue()
+        self._current_speech: asyncio.Task[None] | None = None
+        self._chat_task: asyncio.Task[None] | None = None
+        # Every child task, cancelled or not, until it finishes: aclose awaits them all.
+        self._children: set[asyncio.Task[None]] = set()
+        self._frames_sent = 0
+        self._was_speaking = False
+        self._closed = False
+        self._tasks = [
+            asyncio.create_task(self._speaker_loop(), name=f"session-{sessionid}-speaker"),
+            asyncio.create_task(self._render_loop(), name=f"session-{sessionid}-render"),
+        ]
+
+    # -- public API -----------------------------------------------------------------------
+    def say(self, text: str, *, interrupt: bool = False) -> None:
+        """Speak ``text`` (echo mode)."""
+        text = self._check_text(text)
+        if interrupt:
+            self.interrupt()
+        self._enqueue(Utterance(text=text, engine=self.tts, voice=self.voice))
+
+    def play_audio(self, samples: np.ndarray, *, interrupt: bool = False) -> None:
+        """Speak an uploaded recording (int16 mono at 16 kHz)."""
+        if interrupt:
+            self.interrupt()
+        self._enqueue(Utterance(pcm=samples))
+
+    async def chat(self, text: str, *, interrupt: bool = False) -> None:
+        """Answer ``text`` through the LLM, speaking sentence by sentence as it streams."""
+        text = self._check_text(text)
+        if self._llm_factory is None:
+            raise NotConfiguredError(
+                "chat mode needs an LLM endpoint: start the server with --llm-base-url "
+                "(or set LIVEDH_LLM_BASE_URL / OPENAI_BASE_URL), or use echo mode"
+            )
+        if self._llm is None:
+            self._llm, self._history = await self._llm_factory()
+        if interrupt:
+            self.interrupt()
+        elif self._chat_task is not None and not self._chat_task.done():
+            # A new question while answering: the newer one wins, like a person interrupting.
+            self.interrupt()
+        self._chat_task = self._child(self._chat(text, self._generation), "chat")
+
+    def interrupt(self) -> None:
+        """Barge-in: stop the current speech everywhere in the pipeline."""
+        self._generation += 1
+        dropped = self._utterances.qsize()
+        while not self._utterances.empty():
+            self._utterances.get_nowait()
+        for task in (self._chat_task, self._current_speech):
+            if task is not None:
+                task.cancel()
+        self._chat_task = self._current_speech = None
+        pending_samples = len(self.playout)
+        self.playout.clear()
+        silenced = self.channel.silence_pending_audio()
+        log_event(
+            logger, "interrupt", self.id, dropped_utterances=dropped,
+            dropped_samples=pending_samples, silenced_blocks=silenced,
+        )
+
+    def set_voice(self, tts: TTSEngine, voice: str | None) -> None:
+        self.tts = tts
+        self.voice = voice
+
+    @property
+    def speaking(self) -> bool:
+        return (
+            not self._utterances.empty()
+            or (self._current_speech is not None and not self._current_speech.done())
+            or (self._chat_task is not None and not self._chat_task.done())
+            or len(self.playout) > 0
+            or self.channel.pending_speech()
+        )
+
+    def state(self) -> SessionState:
+        return SessionState(
+            sessionid=self.id,
+            connection=self.connection,
+            speaking=self.speaking,
+            queued=self._utterances.qsize(),
+            tts_engine=self.tts.name,
+            tts_voice=self.voice,
+            frames_sent=self._frames_sent,
+            uptime=round(time.monotonic() - self._created, 3),
+            errors=list(self.errors),
+        )
+
+    def record_error(self, error: BaseException, where: str) -> None:
+        retryable = isinstance(error, LiveDHError) and error.retryable
+        message = error.message if isinstance(error, LiveDHError) else repr(error)
+        self.errors.append(
+            {"where": where, "msg": message, "retryable": retryable, "time": time.time()}
+        )
+        log_event(logger, "error", self.id, logging.WARNING, where=where, error=message)
+
+    async def aclose(self) -> None:
+        """Cancel and await every task this session started. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.connection = "closed"
+        self.channel.close()
+        live = [t for t in (*self._tasks, *self._children) if not t.done()]
+        for task in live:
+            task.cancel()
+        await asyncio.gather(*live, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.aclose()
+        log_event(logger, "close", self.id, frames_sent=self._frames_sent)
+
+    # -- internals ------------------------------------------------------------------------
+    def _check_text(self, text: object) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("text must be a non-empty string")
+        if len(text) > self.config.max_text_chars:
+            raise InvalidInputError(
+                f"text is {len(text)} characters; the limit is {self.config.max_text_chars}"
+            )
+        return text.strip()
+
+    def _enqueue(self, utterance: Utterance) -> None:
+        if self._closed:
+            raise InvalidInputError("the session is closed")
+        if self._utterances.qsize() >= self.config.max_queued_utterances:
+            raise CapacityError("too many utterances queued for this session; try again later")
+        utterance.generation = self._generation
+        self._utterances.put_nowait(utterance)
+
+    def _child(self, coro: Coroutine[object, object, None], role: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"session-{self.id}-{role}")
+        self._children.add(task)
+        task.add_done_callback(self._children.discard)
+        return task
+
+    async def _speaker_loop(self) -> None:
+        while True:
+            utterance = await self._utterances.get()
+            if utterance.generation != self._generation:
+                continue
+            speech = self._child(self._speak(utterance), "tts")
+            self._current_speech = speech
+            try:
+                await speech
+            except asyncio.CancelledError:
+                # The utterance was interrupted; the loop itself goes on unless we are closing.
+                if self._closed:
+                    raise
+            except LiveDHError as exc:
+                self.record_error(exc, "tts")
+            except Exception as exc:  # a TTS bug must not end the session's stream
+                logger.exception("TTS failed")
+                self.record_error(exc, "tts")
+
+    async def _speak(self, utterance: Utterance) -> None:
+        log_event(
+            logger, "speak_start", self.id,
+            source="text" if utterance.text is not None else "audio",
+            chars=len(utterance.text or ""),
+        )
+        if utterance.pcm is not None:
+            self.playout.push(utterance.pcm)
+            return
+        assert utterance.engine is not None and utterance.text is not None
+        resampler = StreamResampler(SESSION_SAMPLE_RATE)
+        stream = utterance.engine.synthesize(utterance.text, utterance.voice)
+        try:
+            async for chunk in stream:
+                if utterance.generation != self._generation:
+                    break
+                self.playout.push(resampler.push(chunk))
+            if utterance.generation == self._generation:
+                self.playout.push(resampler.flush())
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _chat(self, text: str, generation: int) -> None:
+        from livedh.llm.history import ChatHistory
+        from livedh.llm.sentences import split_sentences
+
+        assert self._llm is not None and isinstance(self._history, ChatHistory)
+        history = self._history
+        log_event(logger, "chat_start", self.id, chars=len(text))
+        spoken: list[str] = []
+        try:
+            deltas = self._llm.stream(history.messages_for(text))
+            async for sentence in split_sentences(deltas):
+                if generation != self._generation:
+                    break
+                spoken.append(sentence)
+                self._enqueue(Utterance(text=sentence, engine=self.tts, voice=self.voice))
+        except asyncio.CancelledError:
+            history.add_exchange(text, " ".join(spoken))
+            raise
+        except LiveDHError as exc:
+            self.record_error(exc, "llm")
+            if generation == self._generation:
+                self._enqueue(
+                    Utterance(
+                        text="Sorry, I could not get an answer just now.",
+                        engine=self.tts, voice=self.voice,
+                    )
+                )
+        history.add_exchange(text, " ".join(spoken))
+        log_event(logger, "chat_end", self.id, sentences=len(spoken))
+
+    async def _render_loop(self) -> None:
+        model = self.lipsync.model
+        samples_per_frame = self.channel.samples_per_frame
+        ahead = self.config.render_ahead
+        await self.channel.wait_started()
+        log_event(logger, "stream_start", self.id, fps=self.fps)
+        index = 0
+        last_video: np.ndarray | None = None
+        while not self.channel.closed:
+            # Render frame i while frame i - ahead plays: a small buffer against render jitter.
+            await self.clock.wait_until((index - ahead) / self.fps)
+            block, had_speech = self.playout.take(samples_per_frame)
+            window = self.playout.window(model.audio_window, model.audio_lookahead)
+            request = LipSyncRequest(index, int16_to_float(window), self.seed)
+            try:
+                video = await self.lipsync.render(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.lipsync.closed:
+                    return  # server shutting down
+                # Keep the stream (and its audio) going on the last good frame.
+                self.record_error(exc, "lipsync")
+                if last_video is None:
+                    raise
+                video = last_video
+            last_video = video
+            if had_speech != self._was_speaking:
+                log_event(logger, "speak_end" if not had_speech else "audio_start", self.id,
+                          frame=index)
+                self._was_speaking = had_speech
+            self.channel.put(AVFrame(index, video, block, had_speech))
+            self._frames_sent = index
+            index += 1

@@ -1,0 +1,96 @@
+"""One place that creates the TTS engines, lazily, and shares them between sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from livedh.config import TTSConfig
+from livedh.errors import InvalidInputError, LiveDHError
+from livedh.tts.base import TTSEngine
+from livedh.tts.edge import EdgeTTS
+from livedh.tts.espeak import EspeakTTS
+from livedh.tts.piper import PiperTTS
+from livedh.tts.text import validate_voice
+
+log = logging.getLogger(__name__)
+
+_Engine = PiperTTS | EspeakTTS | EdgeTTS
+#: engine name -> (works without the network, factory)
+_ENGINES: dict[str, tuple[bool, Callable[[TTSConfig], _Engine]]] = {
+    "piper": (True, lambda config: PiperTTS(config.piper_model)),
+    "espeak": (True, lambda config: EspeakTTS()),
+    "edge": (False, lambda config: EdgeTTS()),
+}
+ENGINE_NAMES = tuple(_ENGINES)
+
+
+class TTSRegistry:
+    """Engines by name. One engine per (name, model) is created on first use and shared."""
+
+    def __init__(self, config: TTSConfig) -> None:
+        self._check_name(config.engine)
+        validate_voice(config.voice)
+        self._config = config
+        self._engines: dict[tuple[str, Path | None], _Engine] = {}
+        self._closed = False
+
+    @staticmethod
+    def validate_voice(voice: str | None) -> str | None:
+        """Check a caller's voice name (length, charset); None or blank means the default."""
+        return validate_voice(voice)
+
+    def get(self, name: str | None = None) -> TTSEngine:
+        """The engine called ``name`` (None: the configured default)."""
+        return self._get(name)
+
+    def _get(self, name: str | None) -> _Engine:
+        name = self._config.engine if name is None else name
+        self._check_name(name)
+        if self._closed:
+            raise LiveDHError("the TTS engines are shut down")
+        key = (name, self._config.piper_model if name == "piper" else None)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = self._engines[key] = _ENGINES[name][1](self._config)
+        return engine
+
+    def default_voice(self, name: str | None = None) -> str:
+        """The voice used when a session names none: the configured voice for the default
+        engine, else the engine's own default."""
+        name = self._config.engine if name is None else name
+        if name == self._config.engine and self._config.voice:
+            return self._config.voice
+        return self._get(name).default_voice
+
+    def available(self) -> list[dict[str, object]]:
+        """What a client may choose from: name, default voice, offline, usable now (+ why not)."""
+        out: list[dict[str, object]] = []
+        for name, (offline, _) in _ENGINES.items():
+            problem = self._get(name).problem()
+            out.append({
+                "name": name,
+                "default_voice": self.default_voice(name),
+                "offline": offline,
+                "usable": problem is None,
+                "problem": problem,
+            })
+        return out
+
+    async def aclose(self) -> None:
+        """Close every engine created so far. Idempotent."""
+        self._closed = True
+        engines, self._engines = list(self._engines.values()), {}
+        results = await asyncio.gather(*(e.aclose() for e in engines), return_exceptions=True)
+        for engine, result in zip(engines, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("closing TTS engine %s failed: %r", engine.name, result)
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if name not in _ENGINES:
+            raise InvalidInputError(
+                f"unknown TTS engine {name!r}; valid: {', '.join(ENGINE_NAMES)}"
+            )

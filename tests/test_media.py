@@ -1,0 +1,140 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from livedh.errors import InvalidInputError, UnsupportedMediaError
+from livedh.media.channel import AVChannel, AVFrame, ChannelClosed
+from livedh.media.clock import MediaClock
+from livedh.media.pcm import PcmChunk, StreamResampler, decode_audio_bytes
+from livedh.session.playout import PlayoutBuffer
+from tests.fakes import tone
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_clock_deadlines_are_absolute():
+    fake = FakeTime()
+    clock = MediaClock(now=fake)
+    assert not clock.started
+    assert clock.start() == 100.0
+    fake.now = 105.0
+    assert clock.start() == 100.0  # starting again keeps the first start
+    assert clock.deadline(0.04 * 10) == pytest.approx(100.4)
+    # Already past the deadline: no sleep, lateness reported.
+    assert await clock.wait_until(0.4) == pytest.approx(4.6)
+
+
+async def test_clock_waits_for_pts():
+    clock = MediaClock()
+    clock.start()
+    late = await clock.wait_until(0.05)
+    assert clock.elapsed() >= 0.05
+    assert late >= 0
+
+
+def _frame(i: int, level: int) -> AVFrame:
+    return AVFrame(i, np.zeros((4, 4, 3), np.uint8), np.full(640, level, np.int16), level > 0)
+
+
+async def test_channel_splits_audio_into_20ms_blocks_with_frame_aligned_indices():
+    channel = AVChannel(MediaClock(), fps=25, sample_rate=16000)
+    channel.put(_frame(0, 0))
+    channel.put(_frame(1, 7))
+    video = await channel.next_video()
+    assert video.index == 0
+    blocks = [await channel.next_audio() for _ in range(4)]
+    assert [i for i, _ in blocks] == [0, 1, 2, 3]
+    # Blocks 2 and 3 (40-80 ms) are frame 1's audio: same time span as video frame 1.
+    assert all(len(b) == 320 for _, b in blocks)
+    assert not blocks[1][1].any() and (blocks[2][1] == 7).all()
+
+
+async def test_channel_barge_in_silences_pending_audio():
+    channel = AVChannel(MediaClock(), fps=25, sample_rate=16000)
+    for i in range(3):
+        channel.put(_frame(i, 1000))
+    assert channel.pending_speech()
+    assert channel.silence_pending_audio() == 6
+    assert not channel.pending_speech()
+    _, block = await channel.next_audio()
+    assert not block.any()
+
+
+async def test_channel_is_bounded_and_closes():
+    channel = AVChannel(MediaClock(), fps=25, sample_rate=16000, max_frames=5)
+    for i in range(20):
+        channel.put(_frame(i, 0))
+    assert (await channel.next_video()).index == 15
+    index, _ = await channel.next_audio()
+    assert index == 30  # dropped audio keeps its place on the clock
+    waiter = asyncio.create_task(channel.next_video())
+    for _ in range(4):
+        await channel.next_video()
+    await asyncio.sleep(0)
+    channel.close()
+    with pytest.raises(ChannelClosed):
+        await waiter
+
+
+def test_channel_rejects_fps_that_splits_a_block():
+    with pytest.raises(ValueError):
+        AVChannel(MediaClock(), fps=20, sample_rate=16000)
+
+
+def test_playout_take_and_window():
+    buf = PlayoutBuffer(history_samples=1000)
+    buf.push(np.arange(1, 501, dtype=np.int16))
+    buf.push(np.arange(501, 1001, dtype=np.int16))
+    block, had = buf.take(640)
+    assert had and block[0] == 1 and block[-1] == 640
+    assert len(buf) == 360
+    window = buf.window(800, lookahead=100)
+    assert window[-1] == 740 and window[-101] == 640
+    block, had = buf.take(640)
+    assert had and block[359] == 1000 and not block[360:].any()
+    block, had = buf.take(640)
+    assert not had and not block.any()
+    buf.push(tone(0.1))
+    buf.clear()
+    assert len(buf) == 0
+
+
+def test_resampler_keeps_duration_across_chunks():
+    resampler = StreamResampler(16000)
+    src = tone(1.0, rate=22050)
+    out = [resampler.push(PcmChunk(part, 22050)) for part in np.array_split(src, 7)]
+    out.append(resampler.flush())
+    total = sum(len(o) for o in out)
+    assert abs(total - 16000) < 50
+
+
+def _wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+def test_decode_wav_upload_resamples_to_16k():
+    samples = decode_audio_bytes(_wav_bytes(tone(0.5, rate=8000), 8000))
+    assert abs(len(samples) - 8000) < 50
+    assert np.abs(samples).max() > 1000
+
+
+@pytest.mark.parametrize("data", [b"", b"not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEjunk"])
+def test_decode_rejects_bad_uploads(data):
+    with pytest.raises((InvalidInputError, UnsupportedMediaError)):
+        decode_audio_bytes(data)

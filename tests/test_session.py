@@ -1,0 +1,118 @@
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from livedh.config import SessionConfig
+from livedh.errors import InvalidInputError, NotConfiguredError
+from livedh.lipsync.engine import LipSyncEngine
+from livedh.session.session import Session
+from tests.fakes import LoudnessModel, make_fake_tts
+
+
+@pytest.fixture
+async def engine():
+    eng = LipSyncEngine(LoudnessModel())
+    yield eng
+    await eng.aclose()
+
+
+async def _consume(session: Session, frames: int):
+    """Read what the transport would: video per frame and audio per 20 ms, clock-paced."""
+    videos, audios = [], []
+
+    async def video():
+        for _ in range(frames):
+            f = await session.channel.next_video()
+            await session.clock.wait_until(f.index / session.fps)
+            videos.append(f)
+
+    async def audio():
+        for _ in range(frames * 2):
+            i, block = await session.channel.next_audio()
+            await session.clock.wait_until(i * 0.02)
+            audios.append((i, block))
+
+    await asyncio.gather(video(), audio())
+    return videos, audios
+
+
+async def test_speech_audio_and_video_share_frame_indices(engine):
+    tts = make_fake_tts()
+    session = Session(123456, SessionConfig(render_ahead=2), engine, tts)
+    consumer = asyncio.create_task(_consume(session, 40))
+    await asyncio.sleep(0.2)
+    session.say("hello there, this is a test")
+    videos, audios = await consumer
+    assert tts.calls == ["hello there, this is a test"]
+    speech_frames = [v.index for v in videos if v.speech]
+    assert speech_frames, "speech never reached the stream"
+    audio_by_block = dict(audios)
+    for v in videos:
+        # The frame's brightness is the loudness of the audio sent in the same 40 ms.
+        block = np.concatenate([audio_by_block[2 * v.index], audio_by_block[2 * v.index + 1]])
+        loud = np.abs(block).max() > 1000
+        assert loud == (v.video[0, 0, 0] > 50), f"frame {v.index} out of sync with its audio"
+    assert [i for i, _ in audios] == list(range(80))
+    await session.aclose()
+
+
+async def test_interrupt_clears_every_buffer_within_a_frame(engine):
+    tts = make_fake_tts(seconds_per_char=0.05, delay=0.1)
+    session = Session(1, SessionConfig(), engine, tts)
+    consumer = asyncio.create_task(_consume(session, 30))
+    session.say("a long sentence that would take many seconds to speak out loud " * 3)
+    session.say("a queued second utterance")
+    await asyncio.sleep(0.4)
+    assert session.speaking
+    session.interrupt()
+    assert not session.speaking
+    videos, audios = await consumer
+    interrupted_at = session.clock.elapsed()
+    # Every audio block still due after the interrupt is silent.
+    late_blocks = [b for i, b in audios if i * 0.02 >= 0.4 + 0.04]
+    assert late_blocks and not any(b.any() for b in late_blocks)
+    assert tts.calls == [tts.calls[0]]  # the queued utterance was dropped
+    assert tts.closed_early == 1
+    assert interrupted_at > 0
+    await session.aclose()
+
+
+async def test_session_validates_text_and_chat_without_llm(engine):
+    session = Session(2, SessionConfig(max_text_chars=100), engine, make_fake_tts())
+    for bad in ["", "   ", "x" * 101, None, 5]:
+        with pytest.raises(InvalidInputError):
+            session.say(bad)  # type: ignore[arg-type]
+    with pytest.raises(NotConfiguredError, match="LLM endpoint"):
+        await session.chat("hi")
+    await session.aclose()
+
+
+async def test_aclose_releases_tasks_and_is_idempotent(engine):
+    before_threads = {t.ident for t in threading.enumerate()}
+    sessions = [Session(i, SessionConfig(), engine, make_fake_tts()) for i in range(5)]
+    consumers = [asyncio.create_task(_consume(s, 5)) for s in sessions]
+    for s in sessions:
+        s.say("hello")
+    await asyncio.gather(*consumers)
+    for s in sessions:
+        await s.aclose()
+        await s.aclose()
+    await asyncio.sleep(0)
+    leftover = [
+        t for t in asyncio.all_tasks()
+        if t is not asyncio.current_task() and t.get_name().startswith("session-")
+    ]
+    assert leftover == []
+    new_threads = [t for t in threading.enumerate() if t.ident not in before_threads]
+    assert all(t.name.startswith("livedh-lipsync") for t in new_threads)
+
+
+async def test_uploaded_audio_plays(engine):
+    session = Session(3, SessionConfig(), engine, make_fake_tts())
+    consumer = asyncio.create_task(_consume(session, 20))
+    session.play_audio(np.full(16000 // 5, 8000, np.int16))
+    videos, audios = await consumer
+    assert sum(1 for v in videos if v.speech) == 5
+    await session.aclose()
