@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = sub.add_parser("serve", help="run the server (HTTP + WebRTC)")
     add_serve_arguments(serve_parser)
     serve_parser.set_defaults(func=serve)
+    probe_parser = sub.add_parser(
+        "probe", help="connect to a server over WebRTC and report latency, fps and A/V sync"
+    )
+    from livedh.testing import probe
+
+    probe.add_arguments(probe_parser)
+    probe_parser.set_defaults(func=probe.run)
     return parser
 
 

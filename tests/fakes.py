@@ -68,6 +68,6 @@ class LoudnessModel(LipSyncModel):
         out = []
         for request in batch:
             level = float(np.sqrt(np.mean(request.audio.astype(np.float64) ** 2)))
-            value = min(255, int(round(level * 255 * 2)))
+            value = min(255, round(level * 255 * 2))
             out.append(np.full((self.height, self.width, 3), value, dtype=np.uint8))
         return out

@@ -68,7 +68,7 @@ async def test_interrupt_clears_every_buffer_within_a_frame(engine):
     assert session.speaking
     session.interrupt()
     assert not session.speaking
-    videos, audios = await consumer
+    _videos, audios = await consumer
     interrupted_at = session.clock.elapsed()
     # Every audio block still due after the interrupt is silent.
     late_blocks = [b for i, b in audios if i * 0.02 >= 0.4 + 0.04]
@@ -113,6 +113,76 @@ async def test_uploaded_audio_plays(engine):
     session = Session(3, SessionConfig(), engine, make_fake_tts())
     consumer = asyncio.create_task(_consume(session, 20))
     session.play_audio(np.full(16000 // 5, 8000, np.int16))
-    videos, audios = await consumer
+    videos, _audios = await consumer
     assert sum(1 for v in videos if v.speech) == 5
+    await session.aclose()
+
+
+class ScriptedLLM:
+    """A ChatLLM fake: streams a scripted answer in small deltas, optionally stalling."""
+
+    def __init__(self, answer: str, stall_after: int | None = None) -> None:
+        self.answer = answer
+        self.stall_after = stall_after
+        self.requests: list[list[dict]] = []
+        self.closed = 0
+
+    async def stream(self, messages):
+        self.requests.append(list(messages))
+        try:
+            for i in range(0, len(self.answer), 4):
+                if self.stall_after is not None and i >= self.stall_after:
+                    await asyncio.sleep(3600)
+                await asyncio.sleep(0.005)
+                yield self.answer[i : i + 4]
+        finally:
+            self.closed += 1
+
+    async def aclose(self):
+        pass
+
+
+def _chat_session(engine, llm, tts):
+    from livedh.llm.base import ChatLLM
+    from livedh.llm.history import ChatHistory
+
+    ChatLLM.register(ScriptedLLM)
+    return Session(9, SessionConfig(), engine, tts, llm=llm, history=ChatHistory("be brief", 10))
+
+
+async def test_chat_speaks_sentences_as_they_stream_and_keeps_history(engine):
+    tts = make_fake_tts()
+    llm = ScriptedLLM("First sentence here. Second one follows! And a third?")
+    session = _chat_session(engine, llm, tts)
+    consumer = asyncio.create_task(_consume(session, 75))
+    await session.chat("hello")
+    videos, _ = await consumer
+    assert tts.calls == ["First sentence here.", "Second one follows!", "And a third?"]
+    assert any(v.speech for v in videos)
+    await session.chat("and then?")
+    await asyncio.sleep(0.3)
+    second = llm.requests[1]
+    assert second[0]["role"] == "system"
+    assert [m["role"] for m in second[1:]] == ["user", "assistant", "user"]
+    assert second[2]["content"].startswith("First sentence here.")
+    await session.aclose()
+
+
+async def test_barge_in_cancels_the_llm_stream_and_records_what_was_heard(engine):
+    tts = make_fake_tts(seconds_per_char=0.05)
+    llm = ScriptedLLM("One short sentence. " + "Never reached. " * 20, stall_after=24)
+    session = _chat_session(engine, llm, tts)
+    consumer = asyncio.create_task(_consume(session, 20))
+    await session.chat("tell me a story")
+    await asyncio.sleep(0.4)
+    assert session.speaking
+    session.interrupt()
+    await asyncio.sleep(0.05)
+    assert llm.closed == 1  # the stalled HTTP stream was closed, not left hanging
+    assert not session.speaking
+    await consumer
+    history = session._history.messages  # type: ignore[union-attr]
+    assert history[-1]["role"] == "assistant"
+    assert "One short sentence." in history[-1]["content"]
+    assert "Never reached" not in history[-1]["content"]
     await session.aclose()

@@ -42,6 +42,8 @@ class LipSyncModel(ABC):
     audio_lookahead: int = 0
     width: int = 512
     height: int = 512
+    #: where the mouth is in output frames [x0, y0, x1, y1], for probes and tests
+    mouth_box: tuple[int, int, int, int] | None = None
 
     @abstractmethod
     def infer(self, batch: Sequence[LipSyncRequest]) -> list[np.ndarray]:

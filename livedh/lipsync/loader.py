@@ -19,5 +19,10 @@ def load_lipsync_model(config: AppConfig) -> LipSyncModel:
             folder = ensure_default_avatar(config.avatars_dir)
         else:
             folder = config.avatars_dir / config.avatar
-        return PhotoLipSync.from_dir(folder)
+        model = PhotoLipSync.from_dir(folder)
+        if model.mouth_box is None:
+            from livedh.avatar.format import load_manifest
+
+            model.mouth_box = load_manifest(folder).mouth_box
+        return model
     raise InvalidInputError(f"unknown lip-sync model {config.model!r}; choose one of {MODELS}")

@@ -11,7 +11,7 @@ spoken (emphasis stars, headings, backticks, list bullets, link targets) is stri
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 DEFAULT_MIN_CHARS = 6
 DEFAULT_LONG_CHARS = 60
@@ -203,7 +203,7 @@ async def split_sentences(
     deltas: AsyncIterator[str],
     min_chars: int = DEFAULT_MIN_CHARS,
     long_chars: int = DEFAULT_LONG_CHARS,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Yield speakable sentences from a stream of text deltas as soon as each is complete.
 
     Closing this generator closes ``deltas`` too, so a barge-in stops the LLM request at once.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 from aiohttp import web
 
@@ -18,6 +19,17 @@ routes = web.RouteTableDef()
 PREFIX = "/api/v1"
 
 
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 @routes.get(f"{PREFIX}/health")
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
@@ -28,6 +40,13 @@ async def health(request: web.Request) -> web.Response:
             "sessions": len(services.sessions),
             "max_sessions": services.config.server.max_sessions,
             "model": services.config.model,
+            # Leak watch for operators: these return to their idle values when sessions end.
+            "runtime": {
+                "tasks": len(asyncio.all_tasks()),
+                "threads": threading.active_count(),
+                "thread_names": sorted({t.name.rstrip("_0123456789") for t in threading.enumerate()}),
+                "rss_mb": _rss_mb(),
+            },
         }
     )
 
@@ -35,6 +54,22 @@ async def health(request: web.Request) -> web.Response:
 @routes.get(f"{PREFIX}/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
+
+
+@routes.get(f"{PREFIX}/avatar")
+async def avatar(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    model = services.lipsync.model
+    return web.json_response(
+        {
+            "name": services.config.avatar,
+            "model": services.config.model,
+            "width": model.width,
+            "height": model.height,
+            "fps": services.config.session.fps,
+            "mouth_box": list(model.mouth_box) if model.mouth_box else None,
+        }
+    )
 
 
 @routes.get(f"{PREFIX}/tts/engines")
@@ -72,7 +107,7 @@ async def update_session(request: web.Request) -> web.Response:
     engine, voice = _tts_choice(body)
     if engine is not None or voice is not None:
         tts = services.tts.get(engine) if engine is not None else session.tts
-        session.set_voice(tts, services.tts.check_voice(voice))
+        session.set_voice(tts, services.tts.validate_voice(voice))
     return web.json_response(dataclasses.asdict(session.state()))
 
 

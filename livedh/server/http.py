@@ -29,10 +29,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except LiveDHError as exc:
         return error_response(exc.http_status, exc.code, exc.message, exc.retryable)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         return error_response(
             413, "payload_too_large",
-            f"the request body is too large (limit {exc.max_size} bytes)",
+            f"the request body is too large (limit {request.app._client_max_size} bytes)",
         )
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -13,7 +13,14 @@ from aiohttp import web
 
 from livedh.errors import InvalidInputError, PayloadTooLargeError
 from livedh.media.pcm import decode_audio_bytes
-from livedh.server.http import error_response, ok, optional_str, read_json, require_bool, require_str
+from livedh.server.http import (
+    error_response,
+    ok,
+    optional_str,
+    read_json,
+    require_bool,
+    require_str,
+)
 from livedh.server.services import SERVICES
 from livedh.session.session import Session
 
@@ -70,7 +77,7 @@ async def read_upload(request: web.Request) -> tuple[Any, bytes]:
         raise InvalidInputError("send multipart/form-data with fields 'sessionid' and 'file'")
     form = await request.post()
     upload = form.get("file")
-    if upload is None or isinstance(upload, str):
+    if not isinstance(upload, web.FileField):
         raise InvalidInputError("the form needs a 'file' field holding an audio file")
     data = upload.file.read(limit + 1)
     if len(data) > limit:

@@ -57,8 +57,9 @@ _UPLOAD = {
     "required": ["file"],
     "properties": {"sessionid": {"type": "integer"}, "file": {"type": "string", "format": "binary"}},
 }
-_SESSION_ID_BODY = {
-    "type": "object", "required": ["sessionid"], "properties": {"sessionid": {"type": "integer"}}
+_SESSION_ID_PROPS: dict[str, Any] = {"sessionid": {"type": "integer"}}
+_SESSION_ID_BODY: dict[str, Any] = {
+    "type": "object", "required": ["sessionid"], "properties": _SESSION_ID_PROPS
 }
 
 
@@ -70,6 +71,10 @@ def openapi_document() -> dict[str, Any]:
                  "description": "Real-time digital human server."},
         "paths": {
             "/api/v1/health": {"get": _op("Server health", ok={"type": "object"}, errors=())},
+            "/api/v1/openapi.json": {"get": _op("This document", ok={"type": "object"},
+                                                errors=())},
+            "/api/v1/avatar": {"get": _op("The avatar being streamed (size, mouth box)",
+                                          ok={"type": "object"}, errors=())},
             "/api/v1/tts/engines": {"get": _op("TTS engines and their default voices",
                                                ok={"type": "object"}, errors=())},
             "/api/v1/sessions": {
@@ -103,7 +108,7 @@ def openapi_document() -> dict[str, Any]:
             "/offer": {"post": _op("LiveTalking: open a session", body=_OFFER, ok=_ANSWER,
                                    errors=("400", "503"))},
             "/human": {"post": _op("LiveTalking: speak or chat", ok=_OK, body={
-                **_SESSION_ID_BODY, "properties": {**_SESSION_ID_BODY["properties"],
+                **_SESSION_ID_BODY, "properties": {**_SESSION_ID_PROPS,
                                                    "text": {"type": "string"},
                                                    "type": {"enum": ["echo", "chat"]},
                                                    "interrupt": {"type": "boolean"}}})},

@@ -25,11 +25,14 @@ class Services:
     tts: TTSRegistry
     lipsync: LipSyncEngine
     sessions: SessionManager
+    llm: ChatLLM | None = None
 
     async def aclose(self) -> None:
         await self.sessions.aclose()
         await self.lipsync.aclose()
         await self.tts.aclose()
+        if self.llm is not None:
+            await self.llm.aclose()
 
 
 SERVICES = web.AppKey("services", Services)
@@ -41,22 +44,17 @@ async def build_services(config: AppConfig) -> Services:
     model = await loop.run_in_executor(None, load_lipsync_model, config)
     lipsync = LipSyncEngine(model)
     tts = TTSRegistry(config.tts)
+    # Load the default voice now: the first /human would otherwise wait ~1 s for it.
+    await tts.get(None).warmup()
 
-    llm_factory = None
+    llm: ChatLLM | None = None
     if config.llm.configured:
-        llm_config = config.llm
+        from livedh.llm.openai_chat import OpenAIChat
 
-        async def llm_factory() -> tuple[ChatLLM, object]:
-            from livedh.llm.history import ChatHistory
-            from livedh.llm.openai_chat import OpenAIChat
-
-            return OpenAIChat(llm_config), ChatHistory(
-                llm_config.system_prompt, llm_config.max_history
-            )
-
-    sessions = SessionManager(config, lipsync, tts, llm_factory)
+        llm = OpenAIChat(config.llm)
+    sessions = SessionManager(config, lipsync, tts, llm)
     log_event(
         logger, "ready", model=config.model, avatar=config.avatar, tts=config.tts.engine,
         llm=config.llm.base_url or ("default" if config.llm.configured else "none"),
     )
-    return Services(config, tts, lipsync, sessions)
+    return Services(config, tts, lipsync, sessions, llm)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from livedh.config import AppConfig
 from livedh.errors import CapacityError, InvalidInputError, NotFoundError
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.llm.base import ChatLLM
+from livedh.llm.history import ChatHistory
 from livedh.logs import log_event
 from livedh.session.session import Session
 from livedh.transport.webrtc import WebRTCPeer
@@ -25,15 +26,15 @@ class SessionManager:
         config: AppConfig,
         lipsync: LipSyncEngine,
         tts: TTSRegistry,
-        llm_factory: Callable[[], Awaitable[tuple[ChatLLM, object]]] | None = None,
+        llm: ChatLLM | None = None,
     ) -> None:
         self.config = config
         self.lipsync = lipsync
         self.tts = tts
-        self._llm_factory = llm_factory
+        self._llm = llm  # shared: it holds no conversation state
         self._sessions: dict[int, Session] = {}
         self._reserved = 0
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Future[object]] = set()
         self._watchers: dict[int, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -71,14 +72,18 @@ class SessionManager:
                 f"the server is full ({self.config.server.max_sessions} sessions); try again later"
             )
         tts = self.tts.get(engine)
-        voice = self.tts.check_voice(voice)
+        voice = self.tts.validate_voice(voice)
         self._reserved += 1
         try:
             sessionid = self._new_id()
             session = Session(
                 sessionid, self.config.session, self.lipsync, tts,
                 voice=voice if voice is not None else self.config.tts.voice,
-                llm_factory=self._llm_factory,
+                llm=self._llm,
+                history=(
+                    ChatHistory(self.config.llm.system_prompt, self.config.llm.max_history)
+                    if self._llm is not None else None
+                ),
             )
             peer = WebRTCPeer(session.channel, on_state=lambda s: self._on_state(session, s))
             session.transport = peer
@@ -105,8 +110,8 @@ class SessionManager:
 
         self._watchers[session.id] = asyncio.create_task(watch(), name=f"session-{session.id}-watch")
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Awaitable[object]) -> None:
+        task: asyncio.Future[object] = asyncio.ensure_future(coro)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -9,10 +9,11 @@ down the pipeline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -23,6 +24,8 @@ from livedh.errors import CapacityError, InvalidInputError, LiveDHError, NotConf
 from livedh.lipsync.base import LipSyncRequest
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.llm.base import ChatLLM
+from livedh.llm.history import ChatHistory
+from livedh.llm.sentences import split_sentences
 from livedh.logs import log_event
 from livedh.media.channel import AVChannel, AVFrame
 from livedh.media.clock import MediaClock
@@ -46,6 +49,8 @@ class Utterance:
     engine: TTSEngine | None = None
     voice: str | None = None
     generation: int = 0
+    #: for chat answers: the list of sentences of this answer that reached the speaker
+    spoken_log: list[str] | None = None
 
 
 @dataclass
@@ -70,7 +75,8 @@ class Session:
         tts: TTSEngine,
         *,
         voice: str | None = None,
-        llm_factory: Callable[[], Awaitable[tuple[ChatLLM, object]]] | None = None,
+        llm: ChatLLM | None = None,
+        history: ChatHistory | None = None,
         seed: int | None = None,
     ) -> None:
         self.id = sessionid
@@ -78,9 +84,8 @@ class Session:
         self.lipsync = lipsync
         self.tts = tts
         self.voice = voice
-        self._llm_factory = llm_factory
-        self._history: object | None = None
-        self._llm: ChatLLM | None = None
+        self._llm = llm
+        self._history = history
         self.seed = seed if seed is not None else sessionid
         model = lipsync.model
         if model.sample_rate != SESSION_SAMPLE_RATE:
@@ -124,13 +129,11 @@ class Session:
     async def chat(self, text: str, *, interrupt: bool = False) -> None:
         """Answer ``text`` through the LLM, speaking sentence by sentence as it streams."""
         text = self._check_text(text)
-        if self._llm_factory is None:
+        if self._llm is None or self._history is None:
             raise NotConfiguredError(
                 "chat mode needs an LLM endpoint: start the server with --llm-base-url "
                 "(or set LIVEDH_LLM_BASE_URL / OPENAI_BASE_URL), or use echo mode"
             )
-        if self._llm is None:
-            self._llm, self._history = await self._llm_factory()
         if interrupt:
             self.interrupt()
         elif self._chat_task is not None and not self._chat_task.done():
@@ -250,8 +253,10 @@ class Session:
                 self.record_error(exc, "tts")
 
     async def _speak(self, utterance: Utterance) -> None:
+        if utterance.spoken_log is not None and utterance.text is not None:
+            utterance.spoken_log.append(utterance.text)
         log_event(
-            logger, "speak_start", self.id,
+            logger, "tts_start", self.id,
             source="text" if utterance.text is not None else "audio",
             chars=len(utterance.text or ""),
         )
@@ -272,22 +277,24 @@ class Session:
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def _chat(self, text: str, generation: int) -> None:
-        from livedh.llm.history import ChatHistory
-        from livedh.llm.sentences import split_sentences
-
-        assert self._llm is not None and isinstance(self._history, ChatHistory)
+        assert self._llm is not None and self._history is not None
         history = self._history
         log_event(logger, "chat_start", self.id, chars=len(text))
-        spoken: list[str] = []
+        answer: list[str] = []
+        spoken: list[str] = []  # filled by the speaker as sentences start playing
         try:
             deltas = self._llm.stream(history.messages_for(text))
-            async for sentence in split_sentences(deltas):
-                if generation != self._generation:
-                    break
-                spoken.append(sentence)
-                self._enqueue(Utterance(text=sentence, engine=self.tts, voice=self.voice))
+            # aclosing: a barge-in closes the HTTP stream now, not when garbage-collected.
+            async with contextlib.aclosing(split_sentences(deltas)) as sentences:
+                async for sentence in sentences:
+                    if generation != self._generation:
+                        break
+                    answer.append(sentence)
+                    self._enqueue(Utterance(text=sentence, engine=self.tts, voice=self.voice,
+                                            spoken_log=spoken))
         except asyncio.CancelledError:
-            history.add_exchange(text, " ".join(spoken))
+            # Interrupted: the history keeps what the person actually heard.
+            history.add_partial(text, " ".join(spoken))
             raise
         except LiveDHError as exc:
             self.record_error(exc, "llm")
@@ -298,8 +305,8 @@ class Session:
                         engine=self.tts, voice=self.voice,
                     )
                 )
-        history.add_exchange(text, " ".join(spoken))
-        log_event(logger, "chat_end", self.id, sentences=len(spoken))
+        history.add_exchange(text, " ".join(answer))
+        log_event(logger, "chat_end", self.id, sentences=len(answer))
 
     async def _render_loop(self) -> None:
         model = self.lipsync.model
@@ -329,7 +336,8 @@ class Session:
                 video = last_video
             last_video = video
             if had_speech != self._was_speaking:
-                log_event(logger, "speak_end" if not had_speech else "audio_start", self.id,
+                # Audible speech starts or ends at this frame of the stream.
+                log_event(logger, "speak_start" if had_speech else "speak_end", self.id,
                           frame=index)
                 self._was_speaking = had_speech
             self.channel.put(AVFrame(index, video, block, had_speech))

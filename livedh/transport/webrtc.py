@@ -98,8 +98,10 @@ class WebRTCPeer:
         try:
             offer = RTCSessionDescription(sdp=sdp, type=sdp_type)
             await self._pc.setRemoteDescription(offer)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise InvalidInputError(f"could not parse the SDP offer: {exc}") from exc
+        except Exception as exc:  # aiortc's parser raises anything, AssertionError included
+            raise InvalidInputError(
+                f"could not parse the SDP offer ({type(exc).__name__}: {exc})"
+            ) from exc
         kinds = {t.kind for t in self._pc.getTransceivers()}
         if "video" not in kinds and "audio" not in kinds:
             raise InvalidInputError("the offer has no audio or video media section")

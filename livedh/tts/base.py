@@ -23,5 +23,8 @@ class TTSEngine(ABC):
     def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[PcmChunk]:
         """Yield mono int16 PCM chunks for ``text`` (any sample rate)."""
 
+    async def warmup(self) -> None:  # noqa: B027 - optional hook
+        """Load models now, so the first utterance does not pay for it."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, subprocesses). Idempotent."""

@@ -98,18 +98,30 @@ class EspeakTTS(TTSEngine):
             return
         binary = shutil.which(self._binary)
         if binary is None:
-            raise ProviderError(f"{self._binary} is not installed; {_INSTALL_HINT}",
-                                retryable=False)
+            raise ProviderError(
+                f"{self._binary} is not installed; {_INSTALL_HINT}", retryable=False
+            )
         # The text goes through stdin: it cannot be mistaken for an option, and has no argv limit.
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-v", voice, "-s", str(self._words_per_minute), "-b", "1", "--stdout",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                binary,
+                "-v",
+                voice,
+                "-s",
+                str(self._words_per_minute),
+                "-b",
+                "1",
+                "--stdout",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ProviderError(f"cannot run {binary}: {exc}", retryable=False) from exc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
-            # No drain: the pipe buffer takes the text while we already read the audio.
+            # No drain: the transport feeds the text in the background while we read the audio
+            # (awaiting it could deadlock once espeak blocks on a full stdout pipe).
             proc.stdin.write(text.encode("utf-8"))
             proc.stdin.close()
             parser = WavStreamParser()

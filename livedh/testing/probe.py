@@ -1,0 +1,264 @@
+"""A WebRTC client that connects to a livedh server and measures what a viewer gets.
+
+`livedh probe URL --say "Hello"` prints JSON: connection time, delivered fps and frame gaps,
+time from the /human request to the first speech audio, time from an interrupt to silence, and
+how well mouth motion follows the speech (correlation, and the A/V offset where it peaks).
+Both streams are timed by their own RTP timestamps relative to their first frame: the server
+starts audio and video on one clock, so equal relative times mean equal session times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+SPEECH_RMS = 300.0  # int16 RMS above which a 20 ms audio frame counts as speech
+
+
+@dataclass
+class ProbeResult:
+    sessionid: int = 0
+    connect_s: float = 0.0
+    video_frames: int = 0
+    video_size: tuple[int, int] = (0, 0)
+    fps: float = 0.0
+    frame_gap_p50_ms: float = 0.0
+    frame_gap_p99_ms: float = 0.0
+    frame_gap_max_ms: float = 0.0
+    audio_seconds: float = 0.0
+    speech_seconds: float = 0.0
+    first_audio_after_say_ms: float | None = None
+    silence_after_interrupt_ms: float | None = None
+    mouth_audio_corr: float | None = None
+    best_lag_frames: int | None = None
+    best_lag_corr: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Recording:
+    video: list[tuple[float, float, float]] = field(default_factory=list)  # arrival, pts_s, mouth
+    audio: list[tuple[float, float, float, float]] = field(default_factory=list)  # arr, pts, dur, rms
+    size: tuple[int, int] = (0, 0)
+
+
+def _mouth_metric(rgb: np.ndarray, box: tuple[int, int, int, int] | None,
+                  ref: list[np.ndarray]) -> float:
+    if box is None:
+        return 0.0
+    x0, y0, x1, y1 = box
+    crop = rgb[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
+    if not ref:
+        ref.append(crop)
+        return 0.0
+    return float(np.abs(crop - ref[0]).mean())
+
+
+async def _record_video(track: MediaStreamTrack, rec: _Recording,
+                        box: tuple[int, int, int, int] | None, avatar_size: tuple[int, int]) -> None:
+    ref: list[np.ndarray] = []
+    first_pts: int | None = None
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        arrival = time.monotonic()
+        rgb = frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
+        rec.size = (rgb.shape[1], rgb.shape[0])
+        scaled = box
+        if box is not None and avatar_size[0] and rec.size != avatar_size:
+            sx, sy = rec.size[0] / avatar_size[0], rec.size[1] / avatar_size[1]
+            scaled = (int(box[0] * sx), int(box[1] * sy), int(box[2] * sx), int(box[3] * sy))
+        pts = int(frame.pts or 0)
+        first_pts = pts if first_pts is None else first_pts
+        rel = float((pts - first_pts) * frame.time_base) if frame.time_base else 0.0
+        rec.video.append((arrival, rel, _mouth_metric(rgb, scaled, ref)))
+
+
+async def _record_audio(track: MediaStreamTrack, rec: _Recording) -> None:
+    first_pts: int | None = None
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        arrival = time.monotonic()
+        samples = frame.to_ndarray().astype(np.float32)  # type: ignore[union-attr]
+        pts = int(frame.pts or 0)
+        first_pts = pts if first_pts is None else first_pts
+        rate = frame.sample_rate  # type: ignore[union-attr]
+        rel = (pts - first_pts) / rate
+        duration = frame.samples / rate  # type: ignore[union-attr]
+        rms = float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+        rec.audio.append((arrival, rel, duration, rms))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 10 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def analyse(rec: _Recording, result: ProbeResult, say_at: float | None,
+            interrupt_at: float | None) -> None:
+    video = np.array(rec.video) if rec.video else np.zeros((0, 3))
+    audio = np.array(rec.audio) if rec.audio else np.zeros((0, 4))
+    result.video_frames = len(video)
+    result.video_size = rec.size
+    if len(video) > 1:
+        span = video[-1, 0] - video[0, 0]
+        result.fps = round((len(video) - 1) / span, 2) if span > 0 else 0.0
+        gaps = np.diff(video[:, 0]) * 1000
+        result.frame_gap_p50_ms = round(float(np.percentile(gaps, 50)), 1)
+        result.frame_gap_p99_ms = round(float(np.percentile(gaps, 99)), 1)
+        result.frame_gap_max_ms = round(float(gaps.max()), 1)
+    if len(audio):
+        speech = audio[:, 3] > SPEECH_RMS
+        result.audio_seconds = round(float(audio[:, 2].sum()), 3)
+        result.speech_seconds = round(float(audio[speech, 2].sum()), 3)
+        if say_at is not None:
+            after = audio[(audio[:, 0] >= say_at) & speech]
+            if len(after):
+                result.first_audio_after_say_ms = round((after[0, 0] - say_at) * 1000, 1)
+        if interrupt_at is not None:
+            # Silence = the first arrival after the interrupt from which no speech follows.
+            after = audio[audio[:, 0] >= interrupt_at]
+            loud = np.nonzero(after[:, 3] > SPEECH_RMS)[0]
+            quiet_from = 0 if not len(loud) else loud[-1] + 1
+            if quiet_from < len(after):
+                result.silence_after_interrupt_ms = round(
+                    (after[quiet_from, 0] - interrupt_at) * 1000, 1
+                )
+    if len(video) > 20 and len(audio):
+        # Audio envelope over each video frame's 40 ms, on the shared relative clock.
+        period = float(np.median(np.diff(video[:, 1]))) or 0.04
+        envelope = np.zeros(len(video))
+        for i, (_, pts, _) in enumerate(video):
+            sel = (audio[:, 1] >= pts) & (audio[:, 1] < pts + period)
+            envelope[i] = audio[sel, 3].mean() if sel.any() else 0.0
+        mouth = video[:, 2]
+        result.mouth_audio_corr = _round(_correlation(mouth, envelope))
+        best: tuple[int, float] | None = None
+        for lag in range(-6, 7):
+            a = mouth[max(lag, 0) : len(mouth) + min(lag, 0)]
+            b = envelope[max(-lag, 0) : len(envelope) + min(-lag, 0)]
+            c = _correlation(a, b)
+            if c is not None and (best is None or c > best[1]):
+                best = (lag, c)
+        if best is not None:
+            result.best_lag_frames, result.best_lag_corr = best[0], _round(best[1])
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+async def probe(base_url: str, seconds: float, say: str | None = None, say_at: float = 1.0,
+                mode: str = "echo", interrupt_at: float | None = None,
+                offer_extra: dict[str, Any] | None = None) -> ProbeResult:
+    result = ProbeResult()
+    rec = _Recording()
+    pc = RTCPeerConnection()
+    tasks: list[asyncio.Task[None]] = []
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    async with aiohttp.ClientSession(base_url) as http:
+        avatar: dict[str, Any] = {}
+        async with http.get("/api/v1/avatar") as resp:
+            if resp.status == 200:
+                avatar = await resp.json()
+        box = tuple(avatar["mouth_box"]) if avatar.get("mouth_box") else None
+        avatar_size = (int(avatar.get("width", 0)), int(avatar.get("height", 0)))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                tasks.append(asyncio.ensure_future(_record_video(track, rec, box, avatar_size)))
+            else:
+                tasks.append(asyncio.ensure_future(_record_audio(track, rec)))
+
+        started = time.monotonic()
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                **(offer_extra or {})}
+        async with http.post("/offer", json=body) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"/offer failed: {resp.status} {answer}")
+        result.sessionid = int(answer["sessionid"])
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        while pc.connectionState not in ("connected", "failed", "closed"):
+            if time.monotonic() - started > 15:
+                break
+            await asyncio.sleep(0.01)
+        result.connect_s = round(time.monotonic() - started, 3)
+        if pc.connectionState != "connected":
+            result.errors.append(f"connection state {pc.connectionState}")
+        t0 = time.monotonic()
+        say_time = interrupt_time = None
+        events = []
+        if say:
+            events.append((say_at, "say"))
+        if interrupt_at is not None:
+            events.append((interrupt_at, "interrupt"))
+        for at, kind in sorted(events):
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            if kind == "say":
+                say_time = time.monotonic()
+                payload = {"sessionid": result.sessionid, "text": say, "type": mode,
+                           "interrupt": False}
+                async with http.post("/human", json=payload) as resp:
+                    if resp.status != 200:
+                        result.errors.append(f"/human {resp.status} {await resp.text()}")
+            else:
+                interrupt_time = time.monotonic()
+                async with http.post("/interrupt_talk",
+                                     json={"sessionid": result.sessionid}) as resp:
+                    if resp.status != 200:
+                        result.errors.append(f"/interrupt_talk {resp.status}")
+        await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        await pc.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    analyse(rec, result, say_time, interrupt_time)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8010")
+    parser.add_argument("--seconds", type=float, default=6.0, help="how long to watch")
+    parser.add_argument("--say", default=None, help="text to send with /human")
+    parser.add_argument("--say-at", type=float, default=1.0, help="seconds after connecting")
+    parser.add_argument("--mode", default="echo", choices=["echo", "chat"])
+    parser.add_argument("--interrupt-at", type=float, default=None)
+    parser.add_argument("--tts", default=None, help="TTS engine for the session")
+
+
+def run(args: argparse.Namespace) -> int:
+    extra = {"tts": {"engine": args.tts}} if args.tts else None
+    try:
+        result = asyncio.run(probe(args.url, args.seconds, args.say, args.say_at, args.mode,
+                                   args.interrupt_at, extra))
+    except (aiohttp.ClientError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(result)))
+    return 0 if not result.errors else 1
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="livedh probe")
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args()))
