@@ -49,7 +49,7 @@ class LLMConfig:
 class SessionConfig:
     fps: int = 25
     #: frames rendered ahead of playback; absorbs render jitter, adds fps^-1 latency each
-    render_ahead: int = 3
+    render_ahead: int = 2
     max_text_chars: int = 4000
     #: queued utterances per session before /human is refused
     max_queued_utterances: int = 32

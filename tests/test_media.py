@@ -138,3 +138,12 @@ def test_decode_wav_upload_resamples_to_16k():
 def test_decode_rejects_bad_uploads(data):
     with pytest.raises((InvalidInputError, UnsupportedMediaError)):
         decode_audio_bytes(data)
+
+
+def test_trim_leading_silence_keeps_a_short_lead_in():
+    from livedh.media.pcm import trim_leading_silence
+
+    samples = np.concatenate([np.zeros(1600, np.int16), tone(0.1)[100:]])
+    trimmed = trim_leading_silence(samples, keep=160)
+    assert len(trimmed) == len(samples) - 1600 + 160
+    assert len(trim_leading_silence(np.zeros(500, np.int16))) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+
 from livedh.config import AppConfig
 from livedh.errors import InvalidInputError
 from livedh.lipsync.base import LipSyncModel
@@ -19,10 +21,8 @@ def load_lipsync_model(config: AppConfig) -> LipSyncModel:
             folder = ensure_default_avatar(config.avatars_dir)
         else:
             folder = config.avatars_dir / config.avatar
-        model = PhotoLipSync.from_dir(folder)
-        if model.mouth_box is None:
-            from livedh.avatar.format import load_manifest
-
-            model.mouth_box = load_manifest(folder).mouth_box
-        return model
+        # Sessions run in parallel already; OpenCV's own thread pool would only fight them
+        # for the cores (and break the one-core-per-renderer budget).
+        cv2.setNumThreads(1)
+        return PhotoLipSync.from_dir(folder)
     raise InvalidInputError(f"unknown lip-sync model {config.model!r}; choose one of {MODELS}")

@@ -94,5 +94,16 @@ def decode_audio_bytes(data: bytes, target_rate: int = SESSION_SAMPLE_RATE) -> n
     return samples
 
 
+def trim_leading_silence(
+    samples: np.ndarray, threshold: int = 200, keep: int = SESSION_SAMPLE_RATE // 100
+) -> np.ndarray:
+    """Drop samples before the first one louder than ``threshold``, keeping ``keep`` samples of
+    lead-in so the onset is not clipped. All-quiet input returns an empty array."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+    if not len(loud):
+        return samples[:0]
+    return samples[max(0, int(loud[0]) - keep) :]
+
+
 def int16_to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / 32768.0

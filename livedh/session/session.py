@@ -29,7 +29,12 @@ from livedh.llm.sentences import split_sentences
 from livedh.logs import log_event
 from livedh.media.channel import AVChannel, AVFrame
 from livedh.media.clock import MediaClock
-from livedh.media.pcm import SESSION_SAMPLE_RATE, StreamResampler, int16_to_float
+from livedh.media.pcm import (
+    SESSION_SAMPLE_RATE,
+    StreamResampler,
+    int16_to_float,
+    trim_leading_silence,
+)
 from livedh.session.playout import PlayoutBuffer
 from livedh.tts.base import TTSEngine
 
@@ -266,11 +271,18 @@ class Session:
         assert utterance.engine is not None and utterance.text is not None
         resampler = StreamResampler(SESSION_SAMPLE_RATE)
         stream = utterance.engine.synthesize(utterance.text, utterance.voice)
+        # Voices start with up to ~100 ms of silence; when nothing is playing, skipping it
+        # brings the first word that much closer to the request.
+        trimming = len(self.playout) == 0
         try:
             async for chunk in stream:
                 if utterance.generation != self._generation:
                     break
-                self.playout.push(resampler.push(chunk))
+                samples = resampler.push(chunk)
+                if trimming:
+                    samples = trim_leading_silence(samples)
+                    trimming = len(samples) == 0
+                self.playout.push(samples)
             if utterance.generation == self._generation:
                 self.playout.push(resampler.flush())
         finally:

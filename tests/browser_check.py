@@ -1,0 +1,80 @@
+"""Drive the page in headless Debian chromium (run inside the test's network namespace).
+
+Usage: python tests/browser_check.py URL SCREENSHOT.png  -> prints one JSON line of findings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+AUDIO_STATS = """async () => {
+  const stats = await window.livedh.pc.getStats();
+  let out = {bytes: 0, energy: 0, samples: 0};
+  stats.forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      out = {bytes: s.bytesReceived || 0, energy: s.totalAudioEnergy || 0,
+             samples: s.totalSamplesReceived || 0};
+    }
+  });
+  return out;
+}"""
+
+
+def main(url: str, screenshot: str) -> dict:
+    found: dict = {"console_errors": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.on("console", lambda m: m.type == "error" and found["console_errors"].append(m.text))
+        found["failed_requests"] = []
+        page.on("response", lambda r: r.status >= 400 and found["failed_requests"].append(
+            f"{r.request.method} {r.url} {r.status}"))
+        page.goto(url)
+        page.click("#start")
+        page.wait_for_function(
+            "document.getElementById('state').textContent.trim() === 'connected'", timeout=30000
+        )
+        found["connected"] = True
+        t0 = page.evaluate("document.getElementById('video').currentTime")
+        time.sleep(2.0)
+        found["video_time_advance"] = page.evaluate(
+            "document.getElementById('video').currentTime") - t0
+        found["video_width"] = page.evaluate("document.getElementById('video').videoWidth")
+        found["video_paused"] = page.evaluate("document.getElementById('video').paused")
+        before = page.evaluate(AUDIO_STATS)
+        found["audio_bytes_idle"] = before["bytes"]
+        page.fill("#text", "Hello from the browser test. Can you hear me speaking?")
+        page.press("#text", "Enter")
+        page.wait_for_function(
+            "document.getElementById('speaking').dataset.on === 'true'", timeout=10000
+        )
+        found["speaking_indicator"] = True
+        time.sleep(3.0)
+        after = page.evaluate(AUDIO_STATS)
+        found["audio_energy_idle"] = before["energy"]
+        found["audio_energy_speech"] = after["energy"] - before["energy"]
+        found["audio_samples"] = after["samples"] - before["samples"]
+        page.screenshot(path=screenshot)
+        page.click("#stop")
+        page.wait_for_function(
+            "['closed','idle'].includes(document.getElementById('state').textContent.trim())",
+            timeout=10000,
+        )
+        found["error_text"] = page.evaluate("document.getElementById('error-text').textContent")
+        browser.close()
+    return found
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))
