@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from livedh.testing.netns import netns_available
-from tests.e2e_server import live_server
+from livedh.testing.live import live_server
 
 pytestmark = [
     pytest.mark.browser,

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from livedh.testing.netns import netns_available
-from tests.e2e_server import LiveServer, live_server
+from livedh.testing.live import LiveServer, live_server
 
 pytestmark = [
     pytest.mark.netns,

@@ -74,3 +74,22 @@ async def test_model_error_reaches_callers_and_engine_survives():
     await engine.aclose()  # idempotent
     with pytest.raises(RuntimeError):
         await engine.render(_req(1, 7))
+
+
+async def test_engine_can_hand_out_i420_frames():
+    import cv2
+
+    class Solid(IndexModel):
+        width = height = 16
+
+        def infer(self, batch):
+            return [np.full((16, 16, 3), (200, 30, 60), np.uint8) for _ in batch]
+
+    engine = LipSyncEngine(Solid(), output_format="yuv420p")
+    frame = await engine.render(_req(1, 0))
+    assert frame.shape == (24, 16)
+    back = cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
+    assert np.abs(back.astype(int) - (200, 30, 60)).max() <= 3
+    await engine.aclose()
+    with pytest.raises(ValueError):
+        LipSyncEngine(Solid(), output_format="nv12")

@@ -1,1 +1,35 @@
-"""asr."""
+"""Speech in: voice activity and turn taking on the microphone stream, then speech recognition.
+
+A session feeds its microphone audio (16 kHz mono) to its own ``TurnDetector`` (which shares
+one ``SileroVADModel`` with every session) and transcribes each ``EndOfTurn.audio`` with the
+shared ``ASREngine`` (``WhisperASR``) off the event loop. Nothing here knows about WebRTC or
+sessions. faster-whisper is imported only when a whisper model loads.
+"""
+
+from livedh.asr.base import ASREngine, Segment, Transcript
+from livedh.asr.turns import (
+    EndOfTurn,
+    SpeechConfirmed,
+    SpeechDiscarded,
+    SpeechStarted,
+    TurnConfig,
+    TurnDetector,
+    TurnEvent,
+)
+from livedh.asr.vad import SileroVAD, SileroVADModel, VADConfig
+
+__all__ = [
+    "ASREngine",
+    "EndOfTurn",
+    "Segment",
+    "SileroVAD",
+    "SileroVADModel",
+    "SpeechConfirmed",
+    "SpeechDiscarded",
+    "SpeechStarted",
+    "Transcript",
+    "TurnConfig",
+    "TurnDetector",
+    "TurnEvent",
+    "VADConfig",
+]

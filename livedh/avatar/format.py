@@ -283,3 +283,36 @@ def _remove_stale_temps(parent: Path, name: str) -> None:
             with suppress(OSError):
                 if now - stale.stat().st_mtime > _STALE_TEMP_S:
                     shutil.rmtree(stale, ignore_errors=True)
+
+
+# --- video avatars: file names and gray masks ------------------------------------------------
+
+FRAMES_DIR = "frames"
+MASKS_DIR = "masks"
+
+
+def frame_file(index: int) -> str:
+    """Path of footage frame ``index`` inside a video avatar folder: ``frames/000042.jpg``."""
+    return f"{FRAMES_DIR}/{index:06d}.jpg"
+
+
+def mask_file(index: int) -> str:
+    """Path of blend mask ``index`` inside a video avatar folder: ``masks/000042.png``."""
+    return f"{MASKS_DIR}/{index:06d}.png"
+
+
+def save_gray(path: Path, gray: np.ndarray) -> None:
+    """Writes an 8-bit single-channel image (a blend mask); the format follows the extension."""
+    if gray.dtype != np.uint8 or gray.ndim != 2:
+        raise InvalidInputError(f"{path}: expected an HxW uint8 image, got {gray.shape} {gray.dtype}")
+    ok, encoded = cv2.imencode(Path(path).suffix, gray)
+    if not ok:
+        raise InvalidInputError(f"{path}: cannot encode image of shape {gray.shape}")
+    with _atomic_file(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def save_json(path: Path, data: object) -> None:
+    """Writes ``data`` as indented UTF-8 JSON (reports such as a video avatar's summary.json)."""
+    with _atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

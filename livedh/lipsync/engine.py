@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from livedh.lipsync.base import LipSyncModel, LipSyncRequest
@@ -36,7 +37,14 @@ class LipSyncEngine:
         max_batch: int = 16,
         max_wait: float = 0.0,
         name: str = "livedh-lipsync",
+        output_format: str = "rgb24",
     ) -> None:
+        """``output_format`` "yuv420p" converts frames to I420 in the worker thread: video
+        encoders take I420, and converting here keeps that work off the event loop and off
+        the encoder's slower generic converter."""
+        if output_format not in ("rgb24", "yuv420p"):
+            raise ValueError(f"unsupported output format {output_format!r}")
+        self.output_format = output_format
         self.model = model
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -89,7 +97,7 @@ class LipSyncEngine:
                 continue
             requests = [req for req, _ in batch]
             try:
-                frames = await loop.run_in_executor(self._executor, self.model.infer, requests)
+                frames = await loop.run_in_executor(self._executor, self._infer, requests)
                 if len(frames) != len(requests):
                     raise RuntimeError(
                         f"{type(self.model).__name__}.infer returned {len(frames)} frames "
@@ -107,6 +115,12 @@ class LipSyncEngine:
             for (_, fut), frame in zip(batch, frames, strict=True):
                 if not fut.done():
                     fut.set_result(frame)
+
+    def _infer(self, requests: list[LipSyncRequest]) -> list[np.ndarray]:
+        frames = self.model.infer(requests)
+        if self.output_format == "yuv420p":
+            return [cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420) for frame in frames]
+        return frames
 
     async def aclose(self) -> None:
         """Stop the worker, fail pending requests, join the thread. Idempotent."""

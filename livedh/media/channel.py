@@ -25,7 +25,7 @@ class ChannelClosed(Exception):
 @dataclass
 class AVFrame:
     index: int
-    video: np.ndarray  # RGB uint8 H x W x 3
+    video: np.ndarray  # uint8, in the channel's video_format
     audio: np.ndarray  # int16 mono, exactly one frame period of samples
     speech: bool
 
@@ -37,11 +37,14 @@ class AVChannel:
     """
 
     def __init__(
-        self, clock: MediaClock, fps: int, sample_rate: int, max_frames: int = 50
+        self, clock: MediaClock, fps: int, sample_rate: int, max_frames: int = 50,
+        video_format: str = "rgb24",
     ) -> None:
         if sample_rate % fps or (sample_rate // fps) % int(sample_rate * AUDIO_BLOCK_SECONDS):
             raise ValueError("a frame period must hold a whole number of 20 ms audio blocks")
         self.clock = clock
+        #: pixel format of AVFrame.video: "rgb24" (H x W x 3) or "yuv420p" (H*3/2 x W)
+        self.video_format = video_format
         self.fps = fps
         self.sample_rate = sample_rate
         self.samples_per_frame = sample_rate // fps

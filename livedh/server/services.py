@@ -42,7 +42,7 @@ async def build_services(config: AppConfig) -> Services:
     loop = asyncio.get_running_loop()
     # Building the default avatar runs a landmark model: keep it off the event loop.
     model = await loop.run_in_executor(None, load_lipsync_model, config)
-    lipsync = LipSyncEngine(model)
+    lipsync = LipSyncEngine(model, output_format="yuv420p")
     tts = TTSRegistry(config.tts)
     # Load the default voice now: the first /human would otherwise wait ~1 s for it.
     await tts.get(None).warmup()

@@ -13,6 +13,7 @@ from livedh.lipsync.engine import LipSyncEngine
 from livedh.llm.base import ChatLLM
 from livedh.llm.history import ChatHistory
 from livedh.logs import log_event
+from livedh.media.memory import trim_heap
 from livedh.session.session import Session
 from livedh.transport.webrtc import WebRTCPeer
 from livedh.tts.registry import TTSRegistry
@@ -130,6 +131,7 @@ class SessionManager:
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
         await session.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, trim_heap)
         return True
 
     async def aclose(self) -> None:

@@ -29,6 +29,7 @@ from livedh.llm.sentences import split_sentences
 from livedh.logs import log_event
 from livedh.media.channel import AVChannel, AVFrame
 from livedh.media.clock import MediaClock
+from livedh.media.memory import trim_heap
 from livedh.media.pcm import (
     SESSION_SAMPLE_RATE,
     StreamResampler,
@@ -56,6 +57,7 @@ class Utterance:
     generation: int = 0
     #: for chat answers: the list of sentences of this answer that reached the speaker
     spoken_log: list[str] | None = None
+    requested_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -97,7 +99,9 @@ class Session:
             raise ValueError("lip-sync models take 16 kHz audio")
         self.fps = config.fps
         self.clock = MediaClock()
-        self.channel = AVChannel(self.clock, self.fps, SESSION_SAMPLE_RATE)
+        self.channel = AVChannel(
+            self.clock, self.fps, SESSION_SAMPLE_RATE, video_format=lipsync.output_format
+        )
         self.playout = PlayoutBuffer(model.audio_window)
         self.connection = "new"
         self.transport: Transport | None = None
@@ -111,6 +115,8 @@ class Session:
         self._children: set[asyncio.Task[None]] = set()
         self._frames_sent = 0
         self._was_speaking = False
+        #: when the request behind the speech about to play was made (for latency logs)
+        self._pending_request_at: float | None = None
         self._closed = False
         self._tasks = [
             asyncio.create_task(self._speaker_loop(), name=f"session-{sessionid}-speaker"),
@@ -265,6 +271,8 @@ class Session:
             source="text" if utterance.text is not None else "audio",
             chars=len(utterance.text or ""),
         )
+        if len(self.playout) == 0 and not self._was_speaking:
+            self._pending_request_at = utterance.requested_at
         if utterance.pcm is not None:
             self.playout.push(utterance.pcm)
             return
@@ -349,9 +357,21 @@ class Session:
             last_video = video
             if had_speech != self._was_speaking:
                 # Audible speech starts or ends at this frame of the stream.
+                fields: dict[str, object] = {"frame": index}
+                if had_speech and self._pending_request_at is not None:
+                    # Request -> this frame's due time on the wire (same clock as the audio).
+                    due = self.clock.deadline(index / self.fps)
+                    fields["latency_ms"] = round((due - self._pending_request_at) * 1000)
+                    self._pending_request_at = None
                 log_event(logger, "speak_start" if had_speech else "speak_end", self.id,
-                          frame=index)
+                          **fields)
+                if not had_speech:
+                    self._child(_trim_heap_soon(), "trim")
                 self._was_speaking = had_speech
             self.channel.put(AVFrame(index, video, block, had_speech))
             self._frames_sent = index
             index += 1
+
+
+async def _trim_heap_soon() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, trim_heap)

@@ -65,7 +65,8 @@ def _mouth_metric(rgb: np.ndarray, box: tuple[int, int, int, int] | None,
 
 
 async def _record_video(track: MediaStreamTrack, rec: _Recording,
-                        box: tuple[int, int, int, int] | None, avatar_size: tuple[int, int]) -> None:
+                        box: tuple[int, int, int, int] | None, avatar_size: tuple[int, int],
+                        light: bool = False) -> None:
     ref: list[np.ndarray] = []
     first_pts: int | None = None
     while True:
@@ -74,15 +75,18 @@ async def _record_video(track: MediaStreamTrack, rec: _Recording,
         except MediaStreamError:
             return
         arrival = time.monotonic()
+        rec.size = (frame.width, frame.height)  # type: ignore[union-attr]
+        pts = int(frame.pts or 0)
+        first_pts = pts if first_pts is None else first_pts
+        rel = float((pts - first_pts) * frame.time_base) if frame.time_base else 0.0
+        if light:  # timing only: leave the CPU to the server being measured
+            rec.video.append((arrival, rel, 0.0))
+            continue
         rgb = frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
-        rec.size = (rgb.shape[1], rgb.shape[0])
         scaled = box
         if box is not None and avatar_size[0] and rec.size != avatar_size:
             sx, sy = rec.size[0] / avatar_size[0], rec.size[1] / avatar_size[1]
             scaled = (int(box[0] * sx), int(box[1] * sy), int(box[2] * sx), int(box[3] * sy))
-        pts = int(frame.pts or 0)
-        first_pts = pts if first_pts is None else first_pts
-        rel = float((pts - first_pts) * frame.time_base) if frame.time_base else 0.0
         rec.video.append((arrival, rel, _mouth_metric(rgb, scaled, ref)))
 
 
@@ -166,7 +170,10 @@ def _round(x: float | None) -> float | None:
 
 async def probe(base_url: str, seconds: float, say: str | None = None, say_at: float = 1.0,
                 mode: str = "echo", interrupt_at: float | None = None,
-                offer_extra: dict[str, Any] | None = None) -> ProbeResult:
+                offer_extra: dict[str, Any] | None = None, light: bool = False,
+                hold: float = 0.0) -> ProbeResult:
+    """Watch a session for ``seconds``; ``hold`` keeps the connection open that much longer
+    without recording (benchmarks use it to overlap sessions)."""
     result = ProbeResult()
     rec = _Recording()
     pc = RTCPeerConnection()
@@ -184,7 +191,8 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
-                tasks.append(asyncio.ensure_future(_record_video(track, rec, box, avatar_size)))
+                tasks.append(asyncio.ensure_future(
+                    _record_video(track, rec, box, avatar_size, light)))
             else:
                 tasks.append(asyncio.ensure_future(_record_audio(track, rec)))
 
@@ -228,10 +236,12 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
                     if resp.status != 200:
                         result.errors.append(f"/interrupt_talk {resp.status}")
         await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
-        await pc.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if hold:
+            await asyncio.sleep(hold)
+        await pc.close()
     analyse(rec, result, say_time, interrupt_time)
     return result
 
@@ -244,13 +254,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="echo", choices=["echo", "chat"])
     parser.add_argument("--interrupt-at", type=float, default=None)
     parser.add_argument("--tts", default=None, help="TTS engine for the session")
+    parser.add_argument("--light", action="store_true",
+                        help="time frames only (no pixel analysis): for load tests")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="stay connected this many seconds after measuring")
 
 
 def run(args: argparse.Namespace) -> int:
     extra = {"tts": {"engine": args.tts}} if args.tts else None
     try:
         result = asyncio.run(probe(args.url, args.seconds, args.say, args.say_at, args.mode,
-                                   args.interrupt_at, extra))
+                                   args.interrupt_at, extra, args.light, args.hold))
     except (aiohttp.ClientError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

