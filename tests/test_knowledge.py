@@ -268,13 +268,16 @@ def test_markdown_question_headings_are_pairs_and_other_sections_prose() -> None
         "Chargers.\n"
         "# Bicycles ##\n"
         "Racks at the door.\n"
+        "## Learn C#\n"
+        "Courses on Monday.\n"
     )
     assert parse_markdown(text, "parking.md") == [
         Passage("Intro about the parking.", "parking.md", "Parking"),
         Passage("The first two hours are free.", "parking.md", "Parking", "Is it free?"),
         Passage("Prices:\n- 2 euros an hour\n- 10 euros a day", "parking.md", "Parking > Car park"),
         Passage("Chargers.", "parking.md", "Parking > Car park > Level -1", None, ("Level -1",)),
-        Passage("Racks at the door.", "parking.md", "Bicycles", None, ("Bicycles",)),
+        Passage("Racks at the door.", "parking.md", "Bicycles", None, ()),
+        Passage("Courses on Monday.", "parking.md", "Bicycles > Learn C#", None, ("Learn C#",)),
     ]
 
 

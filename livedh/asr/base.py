@@ -120,9 +120,7 @@ class ASREngine(ABC):
             return
         self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        await asyncio.gather(
-            *(asyncio.wrap_future(job) for job in tuple(self._jobs)), return_exceptions=True
-        )
+        await asyncio.gather(*(asyncio.wrap_future(job) for job in tuple(self._jobs)), return_exceptions=True)
         self.close()
 
     def close(self) -> None:  # noqa: B027 - optional hook

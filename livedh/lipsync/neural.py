@@ -35,8 +35,9 @@ class NeuralParams:
     floor_db: float = -50.0
     #: blocks at or above this level count fully as speech (quiet speech already does)
     speech_db: float = -38.0
-    #: the generated mouth is fully blended once this (Hann-weighted) fraction of the window
-    #: is speech: about half the window, so a short pause between words does not fade it out
+    #: the generated mouth is fully blended once this (Hann-weighted) fraction of the window is
+    #: speech: the fade then takes ~3 frames of a 200 ms window, and a short pause between words
+    #: only dims it
     full_at: float = 0.75
     #: a weight below this is silence: network skipped, footage shown as it is
     min_weight: float = 0.01
@@ -57,7 +58,8 @@ def ping_pong(index: int, count: int) -> int:
 def speech_weight(audio: np.ndarray, sample_rate: int, params: NeuralParams) -> float:
     """0..1: how much the generated mouth shows for this audio window. Each 20 ms block's level
     maps linearly (in dB) from floor_db (0) to speech_db (1); the Hann-weighted mean over the
-    window, reaching 1 at ``full_at``, through a smoothstep. Exactly 0 for silence."""
+    window (centred on the frame), divided by ``full_at`` and capped at 1. Exactly 0 for
+    silence, and it rises and falls over the frames in which speech enters or leaves the window."""
     block = max(2, round(0.02 * sample_rate))
     levels = level_to_opening(
         block_rms_db(audio, block), MouthDriveParams(floor_db=params.floor_db, full_db=params.speech_db)

@@ -99,7 +99,7 @@ class Passage:
 @dataclass(frozen=True)
 class Hit:
     passage: Passage
-    #: cosine similarity with the question, -1..1 (unrelated text scores around 0..0.3)
+    #: cosine similarity with the question, -1..1 (unrelated text scores about 0..0.35)
     score: float
 
     @property
@@ -111,7 +111,8 @@ class Hit:
 
 _FRONT_MATTER_RE = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
 _HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
-_HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# A closing run of #s needs a space before it: "# Learn C#" keeps its "#".
+_HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
 _FENCE_RE = re.compile(r"^\s*(```|~~~)")
 _LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _FAQ_LINE_RE = re.compile(r"^\s*([QA]):\s*(.*)$", re.IGNORECASE)

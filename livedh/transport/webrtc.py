@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
+from typing import Any
 
 import av
-from aiortc import RTCPeerConnection, RTCSessionDescription
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -18,6 +21,9 @@ from livedh.media.channel import AVChannel, ChannelClosed
 logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK_RATE = 90000
+MIC_SAMPLE_RATE = 16000
+#: label of the data channel the page opens for server events
+EVENTS_LABEL = "events"
 
 
 class ChannelVideoTrack(MediaStreamTrack):
@@ -69,7 +75,8 @@ class ChannelAudioTrack(MediaStreamTrack):
 
 
 class WebRTCPeer:
-    """One peer connection sending a channel's audio and video to a browser."""
+    """One peer connection: sends a channel's audio and video; receives the person's microphone
+    (when the offer sends audio) and a data channel for events (transcripts, state)."""
 
     def __init__(
         self, channel: AVChannel, on_state: Callable[[str], None] | None = None
@@ -79,7 +86,60 @@ class WebRTCPeer:
         self._audio = ChannelAudioTrack(channel)
         self._on_state = on_state
         self._closed = False
+        #: 16 kHz mono int16 chunks from the microphone; None marks the end of the track
+        self._mic: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=500)
+        self._mic_reader: asyncio.Task[None] | None = None
+        self._mic_track: MediaStreamTrack | None = None
+        self._events: RTCDataChannel | None = None
         self._pc.on("connectionstatechange", self._state_changed)
+        self._pc.on("track", self._on_track)
+        self._pc.on("datachannel", self._on_datachannel)
+
+    @property
+    def has_microphone(self) -> bool:
+        return self._mic_track is not None
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self._mic_reader is None and not self._closed:
+            self._mic_track = track
+            self._mic_reader = asyncio.create_task(self._read_mic(track), name="webrtc-mic")
+
+    async def _read_mic(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=MIC_SAMPLE_RATE)
+        try:
+            while True:
+                frame = await track.recv()
+                for out in resampler.resample(frame):  # type: ignore[arg-type]
+                    samples = out.to_ndarray().reshape(-1).astype(np.int16)
+                    if self._mic.full():
+                        self._mic.get_nowait()  # nobody listening: keep the newest audio
+                    self._mic.put_nowait(samples)
+        except MediaStreamError:
+            pass
+        finally:
+            if self._mic.full():
+                self._mic.get_nowait()
+            self._mic.put_nowait(None)
+
+    async def microphone(self) -> AsyncIterator[np.ndarray]:
+        """The person's microphone as 16 kHz mono int16 chunks, until the track ends."""
+        while True:
+            chunk = await self._mic.get()
+            if chunk is None:
+                return
+            yield chunk
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label == EVENTS_LABEL:
+            self._events = channel
+
+    def send_event(self, event: dict[str, Any]) -> bool:
+        """Send a JSON event to the page if its events channel is open."""
+        channel = self._events
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(json.dumps(event, ensure_ascii=False))
+        return True
 
     @property
     def connection_state(self) -> str:
@@ -117,7 +177,11 @@ class WebRTCPeer:
                 transceiver.setCodecPreferences(preferred)
             elif transceiver.kind == "audio":
                 transceiver.sender.replaceTrack(self._audio)
-                transceiver.direction = "sendonly"
+                # A page that sends its microphone offers sendrecv: receive it too.
+                offered = getattr(transceiver, "_offerDirection", None)
+                transceiver.direction = (
+                    "sendrecv" if offered in ("sendrecv", "sendonly") else "sendonly"
+                )
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         local = self._pc.localDescription
@@ -129,6 +193,9 @@ class WebRTCPeer:
         self._closed = True
         self._video.stop()
         self._audio.stop()
+        if self._mic_reader is not None:
+            self._mic_reader.cancel()
+            await asyncio.gather(self._mic_reader, return_exceptions=True)
         try:
             await asyncio.wait_for(self._pc.close(), timeout=5)
         except TimeoutError:
