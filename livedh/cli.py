@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from livedh.config import AppConfig, LLMConfig, ServerConfig, SessionConfig, TTSConfig
+from livedh.config import (
+    AppConfig,
+    ASRConfig,
+    LLMConfig,
+    ServerConfig,
+    SessionConfig,
+    TTSConfig,
+)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +42,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-model", default=None, help="chat model name (env LIVEDH_LLM_MODEL)")
     parser.add_argument("--llm-api-key", default=None, help="API key (env LIVEDH_LLM_API_KEY)")
     parser.add_argument("--system-prompt", default=None, help="persona for chat mode")
+    parser.add_argument("--asr", default="on", choices=["on", "off"],
+                        help="hear the person's microphone (VAD + whisper)")
+    parser.add_argument("--asr-model", type=Path, default=None,
+                        help="faster-whisper model folder (default: the weights a package ships)")
+    parser.add_argument("--language", default="auto", help="speech language: auto, en, zh ...")
+    parser.add_argument("--end-silence", type=float, default=0.5,
+                        help="seconds of silence that end the person's turn")
+    parser.add_argument("--no-barge-in", action="store_true",
+                        help="the person's voice does not interrupt the avatar")
+    parser.add_argument("--kb", type=Path, default=None,
+                        help="knowledge-base folder (FAQ/Markdown) to answer from")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -56,6 +74,9 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         session=SessionConfig(fps=args.fps, render_ahead=args.render_ahead),
         tts=TTSConfig(engine=args.tts, voice=args.voice, piper_model=args.piper_model),
         llm=llm,
+        asr=ASRConfig(enabled=args.asr == "on", model=args.asr_model, language=args.language,
+                      end_silence=args.end_silence, barge_in=not args.no_barge_in),
+        knowledge_dir=args.kb,
         avatars_dir=args.avatars_dir,
         models_dir=args.models_dir,
         avatar=args.avatar,
@@ -71,6 +92,12 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.fps not in (10, 25, 50):
         print(f"error: --fps must be one of 10, 25, 50 (got {args.fps})", file=sys.stderr)
+        return 2
+    if args.kb is not None and not args.kb.is_dir():
+        print(f"error: --kb {args.kb} is not a folder", file=sys.stderr)
+        return 2
+    if args.asr_model is not None and not args.asr_model.is_dir():
+        print(f"error: --asr-model {args.asr_model} is not a folder", file=sys.stderr)
         return 2
     if args.max_sessions < 1:
         print("error: --max-sessions must be at least 1", file=sys.stderr)

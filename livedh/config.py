@@ -46,6 +46,20 @@ class LLMConfig:
 
 
 @dataclass
+class ASRConfig:
+    #: hear the person's microphone (VAD + whisper); off: text and uploads only
+    enabled: bool = True
+    #: a faster-whisper (CTranslate2) model folder; None: the weights a package ships
+    model: Path | None = None
+    language: str = "auto"
+    #: silence that ends the person's turn
+    end_silence: float = 0.5
+    #: voice that lasts this long interrupts the avatar
+    min_speech: float = 0.25
+    barge_in: bool = True
+
+
+@dataclass
 class SessionConfig:
     fps: int = 25
     #: frames rendered ahead of playback; absorbs render jitter, adds fps^-1 latency each
@@ -72,6 +86,9 @@ class AppConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    asr: ASRConfig = field(default_factory=ASRConfig)
+    #: a folder of FAQ/Markdown files answered from (grounds the LLM when one is configured)
+    knowledge_dir: Path | None = None
     avatars_dir: Path = PROJECT_ROOT / "avatars"
     models_dir: Path = PROJECT_ROOT / "models"
     #: avatar streamed by default; "default" is built from a public-domain photo on first use

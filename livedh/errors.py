@@ -77,5 +77,6 @@ class MissingDependencyError(LiveDHError):
 
     code = "missing_dependency"
 
-    def __init__(self, package: str, extra: str) -> None:
-        super().__init__(f"{package} is not installed; install it with: pip install 'livedh[{extra}]'")
+    def __init__(self, package: str, extra: str | None = None) -> None:
+        hint = f"pip install 'livedh[{extra}]'" if extra else "pip install -e . (or make setup)"
+        super().__init__(f"{package} is not installed; install it with: {hint}")

@@ -31,10 +31,11 @@ AUDIO_STATS = """async () => {
 }"""
 
 
-def main(url: str, screenshot: str) -> dict:
+def main(url: str, screenshot: str, mic_wav: str) -> dict:
     found: dict = {"console_errors": []}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={mic_wav}"]
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
         page = browser.new_page()
         page.on("console", lambda m: m.type == "error" and found["console_errors"].append(m.text))
         found["failed_requests"] = []
@@ -60,11 +61,23 @@ def main(url: str, screenshot: str) -> dict:
             "document.getElementById('speaking').dataset.on === 'true'", timeout=10000
         )
         found["speaking_indicator"] = True
+        # The avatar's state arrives over the events data channel.
+        page.wait_for_function(
+            "document.getElementById('avatar-state').textContent === 'speaking'", timeout=10000
+        )
+        found["state_event"] = True
         time.sleep(3.0)
         after = page.evaluate(AUDIO_STATS)
         found["audio_energy_idle"] = before["energy"]
         found["audio_energy_speech"] = after["energy"] - before["energy"]
         found["audio_samples"] = after["samples"] - before["samples"]
+        found["subtitles"] = page.evaluate("document.getElementById('subtitles').textContent")
+        found["mic_sending"] = page.evaluate("""async () => {
+          const stats = await window.livedh.pc.getStats();
+          let bytes = 0;
+          stats.forEach(s => { if (s.type === 'outbound-rtp' && s.kind === 'audio') bytes = s.bytesSent; });
+          return bytes;
+        }""")
         page.screenshot(path=screenshot)
         page.click("#stop")
         page.wait_for_function(
@@ -77,4 +90,4 @@ def main(url: str, screenshot: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2])))
+    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3])))

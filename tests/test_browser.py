@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import wave
 
 import pytest
 
-from livedh.testing.netns import netns_available
 from livedh.testing.live import live_server
+from livedh.testing.netns import netns_available
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,7 +24,15 @@ pytestmark = [
 def test_page_connects_plays_and_speaks(tmp_path):
     with live_server(tmp_path) as server:
         shot = tmp_path / "page.png"
-        done = server.run_python(["tests/browser_check.py", server.url, str(shot)], timeout=120)
+        silence = tmp_path / "mic.wav"  # the browser's microphone: quiet, so no barge-in
+        with wave.open(str(silence), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(48000)
+            w.writeframes(bytes(48000 * 2 * 10))
+        done = server.run_python(
+            ["tests/browser_check.py", server.url, str(shot), str(silence)], timeout=120
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         found = json.loads(done.stdout.strip().splitlines()[-1])
         assert found["connected"]
@@ -31,10 +40,14 @@ def test_page_connects_plays_and_speaks(tmp_path):
         assert not found["video_paused"]
         assert found["video_time_advance"] > 1.0, found
         assert found["audio_bytes_idle"] > 0, found
-        assert found["speaking_indicator"]
+        assert found["speaking_indicator"] and found["state_event"]
+        assert "Hello from the browser test" in found["subtitles"], found
+        assert found["mic_sending"] > 0, found  # hands-free mode sends the microphone
         # Speech carries far more energy than the idle stream's silence.
         assert found["audio_energy_speech"] > 0.01, found
         assert found["audio_energy_speech"] > 20 * max(found["audio_energy_idle"], 1e-6), found
         assert found["console_errors"] == [], found
         assert shot.stat().st_size > 10_000
-        assert "event=speak_start" in server.log()
+        log = server.log()
+        assert "event=speak_start" in log
+        assert "event=hearing_start" in log  # the server receives and listens to the mic

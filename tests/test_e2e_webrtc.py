@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from livedh.testing.netns import netns_available
 from livedh.testing.live import LiveServer, live_server
+from livedh.testing.netns import netns_available
 
 pytestmark = [
     pytest.mark.netns,

@@ -56,8 +56,7 @@ def calibrate(module: nn.Module, size: int, audio_shape: tuple[int, ...], seed: 
             m.momentum = None  # a plain average over the calibration batches
     module.train()
     with torch.no_grad():
-        for _ in range(2):
-            module(torch.rand(4, 6, size, size, generator=g), 8 * torch.rand(4, *audio_shape, generator=g) - 4)
+        module(torch.rand(3, 6, size, size, generator=g), 8 * torch.rand(3, *audio_shape, generator=g) - 4)
     return module.eval()
 
 
@@ -208,9 +207,7 @@ def test_official_wav2lip_checkpoint_loads_and_reproduces_the_model(
     assert not loaded.training
     faces = rng.random((2, 6, 96, 96), dtype=np.float32)
     audio = rng.uniform(-4, 4, (2, 1, 80, 16)).astype(np.float32)
-    expected = forward(w96, faces, audio)
-    np.testing.assert_array_equal(forward(loaded, faces, audio), expected)
-    assert forward(build_wav2lip("96"), faces, audio).tolist() != expected.tolist()
+    np.testing.assert_array_equal(forward(loaded, faces, audio), forward(w96, faces, audio))
 
 
 def test_wav2lip256_checkpoint_loads(tmp_path: Path) -> None:
@@ -299,10 +296,8 @@ def test_ultralight_roundtrip_and_foreign_state_dicts(
     torch.save(hubert.state_dict(), bare)
     from_bare = checkpoints.load_ultralight(bare)
     assert from_bare.config.audio_features == "hubert"
-    hub_audio = rng.standard_normal((1, 16, 32, 32)).astype(np.float32)
-    np.testing.assert_array_equal(
-        forward(from_bare, faces[:1], hub_audio), forward(hubert, faces[:1], hub_audio)
-    )
+    got, expected = from_bare.state_dict(), hubert.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
 
     other = tmp_path / "other.pth"
     torch.save({"arch": "wav2lip", "config": {}, "state_dict": {"x": torch.zeros(1)}}, other)
@@ -322,6 +317,7 @@ def test_ultralight_roundtrip_and_foreign_state_dicts(
 
 @pytest.fixture(scope="module")
 def w96_onnx(w96_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Through the CLI and the default (dynamo) exporter."""
     pytest.importorskip("onnxruntime")
     out = tmp_path_factory.mktemp("onnx") / "wav2lip.onnx"
     parser = argparse.ArgumentParser()
@@ -335,14 +331,16 @@ def w96_onnx(w96_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ul_onnx(ul: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Through the torchscript exporter (the dynamo one is exercised above and is ~10x slower)."""
     pytest.importorskip("onnxruntime")
-    return export_onnx(ul, tmp_path_factory.mktemp("onnx") / "ultralight.onnx", 160, (1, 80, 16))
+    path = tmp_path_factory.mktemp("onnx") / "ultralight.onnx"
+    return export_onnx(ul, path, 160, (1, 80, 16), exporter="torchscript")
 
 
 def test_onnx_export_matches_torch(
     w96: nn.Module, w96_onnx: Path, ul: nn.Module, ul_onnx: Path, rng: np.random.Generator
 ) -> None:
-    assert parity(w96, w96_onnx, batch=3) <= PARITY_TOLERANCE
+    # (the export command already checked the Wav2Lip export's parity: it returned 0)
     assert parity(ul, ul_onnx, batch=2) <= PARITY_TOLERANCE
     # dynamic batch: one export serves batch 1 and 5 alike, through both runtimes
     onnx_rt = OnnxRuntime(w96_onnx, threads=1)
@@ -482,7 +480,8 @@ def test_wav2lip_generator_follows_audio_and_ignores_the_masked_half(
     speech = np.stack([voiced(3800, 120), voiced(3800, 220)])
     quiet = gen.generate(crops, refs, silence)
     assert quiet.shape == (2, 96, 96, 3) and quiet.dtype == np.uint8
-    assert np.abs(gen.generate(crops, refs, speech).astype(int) - quiet).max() > 0
+    # mean change over a uint8 level: the audio reaches the whole mouth, not a stray pixel
+    assert np.abs(gen.generate(crops, refs, speech).astype(int) - quiet).mean() > 1
     # the network never sees the crop's lower half, but does see its upper half and the reference
     changed = crops.copy()
     changed[:, 48:] = 255 - changed[:, 48:]
@@ -500,4 +499,4 @@ def test_ultralight_generator_follows_audio(ul: nn.Module, rng: np.random.Genera
     quiet = gen.generate(crops, refs, np.zeros((2, 3800), np.float32))
     assert quiet.shape == (2, 160, 160, 3) and quiet.dtype == np.uint8
     speech = np.stack([voiced(3800, 130), voiced(3800, 260)])
-    assert not np.array_equal(gen.generate(crops, refs, speech), quiet)
+    assert np.abs(gen.generate(crops, refs, speech).astype(int) - quiet).mean() > 1

@@ -71,7 +71,7 @@ class SileroVADModel:
         try:
             import onnxruntime
         except ImportError as exc:
-            raise MissingDependencyError("onnxruntime", "onnx") from exc
+            raise MissingDependencyError("onnxruntime") from exc
         path = path if path is not None else packaged_model_path()
         if not path.is_file():
             raise ModelFileError(f"the silero VAD model {path} is missing; {_INSTALL_HINT}")

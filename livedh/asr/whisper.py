@@ -118,7 +118,7 @@ class WhisperASR(ASREngine):
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
-            raise MissingDependencyError("faster-whisper", "asr") from exc
+            raise MissingDependencyError("faster-whisper") from exc
         folder = self.weights.folder(self._cache_dir)
         try:
             model = _encoder_memo(WhisperModel)(
@@ -160,13 +160,14 @@ class WhisperASR(ASREngine):
         options: dict[str, Any] = {
             "beam_size": 1 if partial else self._beam_size,
             "without_timestamps": partial,
-            # Turns are independent utterances: conditioning on earlier windows only lets a
-            # hallucination repeat; the fallback re-decodes failures at higher temperatures,
-            # which partials (replaced soon anyway) skip.
+            # A turn is one utterance: conditioning on earlier windows only lets a
+            # hallucination repeat itself.
             "condition_on_previous_text": False,
             "vad_filter": False,  # the turn detector already cut out the speech
         }
         if partial:
+            # No re-decoding at higher temperatures when a decode looks wrong: a partial is
+            # replaced soon anyway.
             options["temperature"] = 0.0
         if code is None:
             # Given no language, faster-whisper encodes the audio twice (once to detect the

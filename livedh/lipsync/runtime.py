@@ -178,7 +178,7 @@ class OnnxRuntime(FaceRuntime):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise MissingDependencyError("onnxruntime", "onnx") from exc
+            raise MissingDependencyError("onnxruntime") from exc
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(

@@ -58,12 +58,13 @@ def packaged_model_dir() -> Path:
 class SentenceEmbedder(Embedder):
     """A sentence-transformers model loaded from a local folder (by default all-MiniLM-L6-v2
     from its package). The constructor only checks that the package and files are there; the
-    weights load on first use, or on ``load()`` (about a second or more: do it in a worker
-    thread at start-up).
+    weights load on first use, or on ``load()`` (several seconds, mostly importing torch and
+    transformers: do it in a worker thread at start-up).
 
-    Thread-safe: one lock serialises loading and inference (the fast tokenizer refuses
-    concurrent use). Vectors of recently embedded texts are kept in a small LRU cache, since a
-    kiosk hears the same questions again and again.
+    Thread-safe: one lock serialises loading and inference (the fast tokenizer is not safe to
+    share between threads, and parallel inferences would only compete for the same cores).
+    Vectors of recently embedded texts are kept in a small LRU cache, since a kiosk hears the
+    same questions again and again.
     """
 
     def __init__(

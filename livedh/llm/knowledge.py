@@ -325,7 +325,7 @@ class KnowledgeBase:
     """Passages and their embeddings, searched by cosine similarity. Immutable once built, so
     searches may run in several threads at once.
 
-    Building embeds every passage (blocking, a few ms per passage): at start-up, call it in a
+    Building embeds every passage (blocking, tens of ms per text): at start-up, call it in a
     worker thread (``load_knowledge_base`` does).
     """
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from livedh.config import AppConfig
+from livedh.errors import LiveDHError
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.lipsync.loader import load_lipsync_model
 from livedh.llm.base import ChatLLM
 from livedh.logs import log_event
+from livedh.session.hearing import Hearing, HearingConfig
 from livedh.session.manager import SessionManager
 from livedh.tts.registry import TTSRegistry
 
@@ -26,6 +28,7 @@ class Services:
     lipsync: LipSyncEngine
     sessions: SessionManager
     llm: ChatLLM | None = None
+    hearing: Hearing | None = None
 
     async def aclose(self) -> None:
         await self.sessions.aclose()
@@ -33,9 +36,31 @@ class Services:
         await self.tts.aclose()
         if self.llm is not None:
             await self.llm.aclose()
+        if self.hearing is not None:
+            await self.hearing.asr.aclose()
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+async def load_hearing(config: AppConfig) -> Hearing | None:
+    """VAD + whisper, shared by all sessions; None (with a warning) when no model is found."""
+    if not config.asr.enabled:
+        return None
+    from livedh.asr.turns import TurnConfig
+    from livedh.asr.vad import SileroVADModel
+    from livedh.asr.whisper import WhisperASR
+
+    try:
+        asr = WhisperASR(config.asr.model, language=config.asr.language)
+        await asr.warmup()
+        vad = await asyncio.get_running_loop().run_in_executor(None, SileroVADModel.load)
+    except LiveDHError as exc:
+        log_event(logger, "hearing_off", level=logging.WARNING, reason=exc.message)
+        return None
+    turn = TurnConfig(end_silence=config.asr.end_silence, min_speech=config.asr.min_speech)
+    hearing_config = HearingConfig(config.asr.language, turn, barge_in=config.asr.barge_in)
+    return Hearing(vad, asr, hearing_config)
 
 
 async def build_services(config: AppConfig) -> Services:
@@ -52,9 +77,10 @@ async def build_services(config: AppConfig) -> Services:
         from livedh.llm.openai_chat import OpenAIChat
 
         llm = OpenAIChat(config.llm)
-    sessions = SessionManager(config, lipsync, tts, llm)
+    hearing = await load_hearing(config)
+    sessions = SessionManager(config, lipsync, tts, llm, hearing)
     log_event(
         logger, "ready", model=config.model, avatar=config.avatar, tts=config.tts.engine,
         llm=config.llm.base_url or ("default" if config.llm.configured else "none"),
     )
-    return Services(config, tts, lipsync, sessions, llm)
+    return Services(config, tts, lipsync, sessions, llm, hearing)

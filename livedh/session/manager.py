@@ -14,6 +14,7 @@ from livedh.llm.base import ChatLLM
 from livedh.llm.history import ChatHistory
 from livedh.logs import log_event
 from livedh.media.memory import trim_heap
+from livedh.session.hearing import Hearing
 from livedh.session.session import Session
 from livedh.transport.webrtc import WebRTCPeer
 from livedh.tts.registry import TTSRegistry
@@ -28,11 +29,13 @@ class SessionManager:
         lipsync: LipSyncEngine,
         tts: TTSRegistry,
         llm: ChatLLM | None = None,
+        hearing: Hearing | None = None,
     ) -> None:
         self.config = config
         self.lipsync = lipsync
         self.tts = tts
         self._llm = llm  # shared: it holds no conversation state
+        self._hearing = hearing
         self._sessions: dict[int, Session] = {}
         self._reserved = 0
         self._closing: set[asyncio.Future[object]] = set()
@@ -85,14 +88,18 @@ class SessionManager:
                     ChatHistory(self.config.llm.system_prompt, self.config.llm.max_history)
                     if self._llm is not None else None
                 ),
+                hearing=self._hearing,
             )
             peer = WebRTCPeer(session.channel, on_state=lambda s: self._on_state(session, s))
             session.transport = peer
+            session.emit = peer.send_event
             try:
                 answer = await peer.accept(sdp, sdp_type)
             except BaseException:
                 await session.aclose()
                 raise
+            if peer.has_microphone:
+                session.attach_microphone(peer.microphone())
             self._sessions[sessionid] = session
         finally:
             self._reserved -= 1

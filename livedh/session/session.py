@@ -13,12 +13,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from livedh.asr.turns import (
+    EndOfTurn,
+    SpeechConfirmed,
+    SpeechDiscarded,
+    SpeechStarted,
+    TurnDetector,
+    rms_level,
+)
 from livedh.config import SessionConfig
 from livedh.errors import CapacityError, InvalidInputError, LiveDHError, NotConfiguredError
 from livedh.lipsync.base import LipSyncRequest
@@ -36,6 +44,7 @@ from livedh.media.pcm import (
     int16_to_float,
     trim_leading_silence,
 )
+from livedh.session.hearing import Hearing
 from livedh.session.playout import PlayoutBuffer
 from livedh.tts.base import TTSEngine
 
@@ -64,6 +73,7 @@ class Utterance:
 class SessionState:
     sessionid: int
     connection: str
+    state: str
     speaking: bool
     queued: int
     tts_engine: str
@@ -85,6 +95,7 @@ class Session:
         llm: ChatLLM | None = None,
         history: ChatHistory | None = None,
         seed: int | None = None,
+        hearing: Hearing | None = None,
     ) -> None:
         self.id = sessionid
         self.config = config
@@ -93,6 +104,12 @@ class Session:
         self.voice = voice
         self._llm = llm
         self._history = history
+        self._hearing = hearing
+        #: sends an event (transcripts, subtitles, state) to the client; set by the transport
+        self.emit: Callable[[dict[str, Any]], object] = lambda event: None
+        self._state = "listening"
+        #: loudness of the audio the avatar is playing, for the echo gate of the hearing
+        self._far_level = 0.0
         self.seed = seed if seed is not None else sessionid
         model = lipsync.model
         if model.sample_rate != SESSION_SAMPLE_RATE:
@@ -152,6 +169,18 @@ class Session:
             self.interrupt()
         self._chat_task = self._child(self._chat(text, self._generation), "chat")
 
+    def attach_microphone(self, microphone: AsyncIterator[np.ndarray]) -> None:
+        """Hear the person: 16 kHz mono int16 chunks -> turns -> transcripts -> answers."""
+        if self._hearing is None:
+            log_event(logger, "mic_ignored", self.id, reason="speech recognition is off")
+            return
+        self._child(self._hear(microphone, self._hearing), "hear")
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self.emit({"type": "state", "state": state})
+
     def interrupt(self) -> None:
         """Barge-in: stop the current speech everywhere in the pipeline."""
         self._generation += 1
@@ -169,6 +198,7 @@ class Session:
             logger, "interrupt", self.id, dropped_utterances=dropped,
             dropped_samples=pending_samples, silenced_blocks=silenced,
         )
+        self._set_state("listening")
 
     def set_voice(self, tts: TTSEngine, voice: str | None) -> None:
         self.tts = tts
@@ -188,6 +218,7 @@ class Session:
         return SessionState(
             sessionid=self.id,
             connection=self.connection,
+            state=self._state,
             speaking=self.speaking,
             queued=self._utterances.qsize(),
             tts_engine=self.tts.name,
@@ -203,6 +234,7 @@ class Session:
         self.errors.append(
             {"where": where, "msg": message, "retryable": retryable, "time": time.time()}
         )
+        self.emit({"type": "error", "where": where, "msg": message, "retryable": retryable})
         log_event(logger, "error", self.id, logging.WARNING, where=where, error=message)
 
     async def aclose(self) -> None:
@@ -266,6 +298,8 @@ class Session:
     async def _speak(self, utterance: Utterance) -> None:
         if utterance.spoken_log is not None and utterance.text is not None:
             utterance.spoken_log.append(utterance.text)
+        if utterance.text is not None:
+            self.emit({"type": "subtitle", "text": utterance.text})
         log_event(
             logger, "tts_start", self.id,
             source="text" if utterance.text is not None else "audio",
@@ -300,6 +334,7 @@ class Session:
         assert self._llm is not None and self._history is not None
         history = self._history
         log_event(logger, "chat_start", self.id, chars=len(text))
+        self._set_state("thinking")
         answer: list[str] = []
         spoken: list[str] = []  # filled by the speaker as sentences start playing
         try:
@@ -327,6 +362,72 @@ class Session:
                 )
         history.add_exchange(text, " ".join(answer))
         log_event(logger, "chat_end", self.id, sentences=len(answer))
+
+    async def _hear(self, microphone: AsyncIterator[np.ndarray], hearing: Hearing) -> None:
+        detector = TurnDetector(hearing.config.turn, hearing.vad)
+        config = hearing.config
+        language = None if config.language == "auto" else config.language
+        heard: list[np.ndarray] = []  # the current turn so far, for partial transcripts
+        last_partial = 0.0
+        partial: asyncio.Task[None] | None = None
+        log_event(logger, "hearing_start", self.id, language=config.language)
+        async for chunk in microphone:
+            detector.set_far_end_level(self._far_level)
+            if detector.in_speech:
+                heard.append(chunk)
+            for event in detector.push(chunk):
+                if isinstance(event, SpeechStarted):
+                    heard = [chunk]
+                    last_partial = event.t
+                elif isinstance(event, SpeechConfirmed):
+                    log_event(logger, "voice", self.id, t=round(event.t, 2))
+                    if config.barge_in and self.speaking:
+                        log_event(logger, "barge_in", self.id)
+                        self.interrupt()
+                elif isinstance(event, SpeechDiscarded):
+                    heard = []
+                elif isinstance(event, EndOfTurn):
+                    heard = []
+                    if partial is not None:
+                        partial.cancel()
+                    self._child(self._answer_turn(event.audio, language, hearing), "turn")
+            if (
+                config.partial_interval > 0 and detector.in_speech and heard
+                and detector.time - last_partial >= config.partial_interval
+                and (partial is None or partial.done())
+            ):
+                last_partial = detector.time
+                partial = self._child(
+                    self._partial(np.concatenate(heard), language, hearing), "partial"
+                )
+
+    async def _partial(self, audio: np.ndarray, language: str | None, hearing: Hearing) -> None:
+        try:
+            transcript = await hearing.asr.atranscribe(audio, language, partial=True)
+        except LiveDHError:
+            return  # a lost partial is harmless; the final one reports errors
+        if transcript.text.strip():
+            self.emit({"type": "transcript", "final": False, "text": transcript.text.strip()})
+
+    async def _answer_turn(self, audio: np.ndarray, language: str | None,
+                           hearing: Hearing) -> None:
+        started = time.monotonic()
+        try:
+            transcript = await hearing.asr.atranscribe(audio, language)
+        except LiveDHError as exc:
+            self.record_error(exc, "asr")
+            return
+        text = transcript.text.strip()
+        log_event(logger, "transcript", self.id, chars=len(text),
+                  asr_ms=round((time.monotonic() - started) * 1000),
+                  language=transcript.language)
+        if not text:
+            return
+        self.emit({"type": "transcript", "final": True, "text": text})
+        try:
+            await self.chat(text)
+        except LiveDHError as exc:
+            self.record_error(exc, "chat")
 
     async def _render_loop(self) -> None:
         model = self.lipsync.model
@@ -357,7 +458,7 @@ class Session:
             last_video = video
             if had_speech != self._was_speaking:
                 # Audible speech starts or ends at this frame of the stream.
-                fields: dict[str, object] = {"frame": index}
+                fields: dict[str, Any] = {"frame": index}
                 if had_speech and self._pending_request_at is not None:
                     # Request -> this frame's due time on the wire (same clock as the audio).
                     due = self.clock.deadline(index / self.fps)
@@ -365,9 +466,11 @@ class Session:
                     self._pending_request_at = None
                 log_event(logger, "speak_start" if had_speech else "speak_end", self.id,
                           **fields)
+                self._set_state("speaking" if had_speech else "listening")
                 if not had_speech:
                     self._child(_trim_heap_soon(), "trim")
                 self._was_speaking = had_speech
+            self._far_level = rms_level(block) if had_speech else 0.0
             self.channel.put(AVFrame(index, video, block, had_speech))
             self._frames_sent = index
             index += 1

@@ -123,7 +123,8 @@ class Down(nn.Module):
 
 
 class Up(nn.Module):
-    """2x bilinear upsample, concatenate the skip, two inverted residuals."""
+    """2x bilinear upsample, concatenate the skip, two inverted residuals. (Every level of a 160
+    crop has an even size, so the upsampled map always matches its skip: no padding.)"""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -131,9 +132,6 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        dy, dx = skip.shape[2] - x.shape[2], skip.shape[3] - x.shape[3]
-        if dy or dx:  # odd sizes only; 160 crops never pad
-            x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
         return self.conv(torch.cat([x, skip], dim=1))
 
 
