@@ -2,7 +2,7 @@
 (from scratch and from the embeddings cache), and per-question latency of a search and of a
 full ``KnowledgeAnswerer`` reply. Prints figures; asserts nothing.
 
-    .venv/bin/python -m bench.bench_kb [--rounds 20]
+    .venv/bin/python -m bench.bench_kb [--rounds 20] [--threads N]
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ async def answer_latencies(answerer: KnowledgeAnswerer, questions: list[str]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="passes over the question list")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # process-wide: fine in a benchmark, not in the library
     # Other work on the machine shows up as long tails: say how busy it was.
     load1, _, _ = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "

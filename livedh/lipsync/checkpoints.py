@@ -12,9 +12,9 @@ from the audio encoder's input width).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -41,6 +41,7 @@ DEFAULT_FILES: dict[str, str] = {
     "ultralight": "avatars/<avatar>/ultralight.pth",
 }
 
+M = TypeVar("M", bound=nn.Module)
 _CHUNK = 1 << 20
 _LIST_AT_MOST = 5
 
@@ -89,12 +90,12 @@ def load_wav2lip(
     state = _state_dict(_torch_load(path, what), path, what)
     state = {k.removeprefix("module."): v for k, v in state.items()}
 
-    model = Wav2Lip(variant)
+    model = _on_meta(lambda: Wav2Lip(variant))
     problems = _mismatch(model, state)
     if problems:
         message = f"{path} does not match the {what} architecture: {problems}"
         other: Wav2LipVariant = "256" if variant == "96" else "96"
-        if not _mismatch(Wav2Lip(other), state):
+        if not _mismatch(_on_meta(lambda: Wav2Lip(other)), state):
             message += f". It is a Wav2Lip-{other} checkpoint: use variant {other!r}"
         elif variant == "256":
             message += (
@@ -102,7 +103,7 @@ def load_wav2lip(
                 "forks use different layouts and are not supported"
             )
         raise ModelFileError(message)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
 
@@ -134,14 +135,14 @@ def load_ultralight(
         state = _state_dict(obj, path, "Ultralight")
         config = _guess_ultralight_config(state, path)
 
-    model = Ultralight(config)
+    model = _on_meta(lambda: Ultralight(config))
     problems = _mismatch(model, state)
     if problems:
         raise ModelFileError(
             f"{path} does not match the Ultralight architecture "
             f"(audio_features={config.audio_features!r}, channels={config.channels}): {problems}"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
 
@@ -159,6 +160,12 @@ def save_ultralight(model: Ultralight, path: Path | str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ultralight_checkpoint(model), path)
+
+
+def _on_meta(build: Callable[[], M]) -> M:
+    # shapes without storage: no time spent on a random init the file then overwrites
+    with torch.device("meta"):
+        return build()
 
 
 def _check_exists(path: Path, what: str, remedy: str) -> None:
@@ -192,7 +199,8 @@ def _state_dict(obj: Any, path: Path, what: str) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ModelFileError(f"{path} holds no {what} state_dict (a mapping of names to tensors)")
-    return dict(state)
+    # fp32 whatever was saved (fp16 files exist); runtimes pick their own precision
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def _mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from livedh.errors import LiveDHError
+from livedh.errors import LiveDHError, MissingDependencyError
 
 #: max abs difference (output in [0, 1]) between torch fp32 and ONNX Runtime fp32 on CPU
 PARITY_TOLERANCE = 1e-4
@@ -65,6 +65,10 @@ def export_onnx(
     if exporter == "torchscript":
         _export_torchscript(cpu_module, (face, audio), path, dynamic_batch, opset)
         return path
+    try:
+        import onnxscript  # noqa: F401 - the dynamo exporter's backend; fail with an install hint
+    except ImportError as exc:
+        raise MissingDependencyError("onnxscript", "onnx") from exc
     dynamic_shapes: dict[str, Any] | None = None
     if dynamic_batch:
         dim = torch.export.Dim("batch", min=1, max=4096)
@@ -150,7 +154,7 @@ def build_for_export(
         if checkpoint is None:
             if audio_features not in ultralight.AUDIO_FEATURES:
                 raise ValueError(f"unknown audio features {audio_features!r}")
-            ul = ultralight.build_ultralight(audio_features)  # type: ignore[arg-type]
+            ul = ultralight.build_ultralight(audio_features)
         else:
             ul = checkpoints.load_ultralight(checkpoint)
         return ul, ul.size, ul.config.audio_shape

@@ -46,7 +46,9 @@ def _to_rgb_uint8(faces: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(scaled[:, ::-1].transpose(0, 2, 3, 1))
 
 
-def _check_images(crops: np.ndarray, references: np.ndarray, audio: np.ndarray, size: int, window: int) -> None:
+def _check_images(
+    crops: np.ndarray, references: np.ndarray, audio: np.ndarray, size: int, window: int
+) -> None:
     shape = (len(crops), size, size, 3)
     for name, images in (("crops", crops), ("references", references)):
         if images.shape != shape or images.dtype != np.uint8:

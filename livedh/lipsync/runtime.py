@@ -56,10 +56,10 @@ def _check_batch(faces: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 class TorchRuntime(FaceRuntime):
-    """A torch module under ``torch.inference_mode``. On CUDA: fp16 by default, inputs staged in
-    pinned host memory and copied asynchronously, and optionally one CUDA graph per batch size in
-    ``cuda_graph_batches`` (replaying a graph skips per-kernel launch overhead, which dominates at
-    small batches)."""
+    """A torch module under ``torch.inference_mode`` (the module is moved there, not copied).
+    On CUDA: fp16 by default, inputs staged in pinned host memory and copied asynchronously, and
+    optionally one CUDA graph per batch size in ``cuda_graph_batches`` (replaying a graph skips
+    per-kernel launch overhead, which dominates at small batches)."""
 
     def __init__(
         self,
@@ -116,7 +116,7 @@ class TorchRuntime(FaceRuntime):
 
     def _to_host(self, out: torch.Tensor) -> np.ndarray:
         host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
-        host.copy_(out, non_blocking=True)
+        host.copy_(out.float(), non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         return host.numpy().copy()  # the caller keeps it; pinned memory goes back to the cache
 

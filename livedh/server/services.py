@@ -43,6 +43,33 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
+def build_chat(config: AppConfig) -> ChatLLM | None:
+    """What answers chat and voice turns: the LLM, grounded in the knowledge base when there is
+    one; the knowledge base alone (offline) when there is no LLM. Blocking (embeds the KB)."""
+    llm: ChatLLM | None = None
+    if config.llm.configured:
+        from livedh.llm.openai_chat import OpenAIChat
+
+        llm = OpenAIChat(config.llm)
+    if config.knowledge_dir is not None:
+        from livedh.llm.embeddings import SentenceEmbedder
+        from livedh.llm.knowledge import (
+            GroundedChat,
+            KnowledgeAnswerer,
+            KnowledgeBase,
+            KnowledgeConfig,
+        )
+
+        knowledge = KnowledgeConfig(folder=config.knowledge_dir)
+        kb = KnowledgeBase.from_config(knowledge, SentenceEmbedder())
+        # Embeddings may come from the cache without loading the model: load it now, or the
+        # first question waits seconds for it.
+        kb.search("warm up")
+        log_event(logger, "knowledge_base", folder=config.knowledge_dir, passages=len(kb))
+        llm = GroundedChat(llm, kb, knowledge) if llm is not None else KnowledgeAnswerer(kb, knowledge)
+    return llm
+
+
 async def load_hearing(config: AppConfig) -> Hearing | None:
     """VAD + whisper, shared by all sessions; None (with a warning) when no model is found."""
     if not config.asr.enabled:
@@ -72,11 +99,7 @@ async def build_services(config: AppConfig) -> Services:
     # Load the default voice now: the first /human would otherwise wait ~1 s for it.
     await tts.get(None).warmup()
 
-    llm: ChatLLM | None = None
-    if config.llm.configured:
-        from livedh.llm.openai_chat import OpenAIChat
-
-        llm = OpenAIChat(config.llm)
+    llm = await asyncio.get_running_loop().run_in_executor(None, build_chat, config)
     hearing = await load_hearing(config)
     sessions = SessionManager(config, lipsync, tts, llm, hearing)
     log_event(

@@ -15,12 +15,17 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from livedh.media.pcm import decode_audio_bytes
 
 SPEECH_RMS = 300.0  # int16 RMS above which a 20 ms audio frame counts as speech
 
@@ -39,6 +44,14 @@ class ProbeResult:
     speech_seconds: float = 0.0
     first_audio_after_say_ms: float | None = None
     silence_after_interrupt_ms: float | None = None
+    #: microphone clips played: [start, end] client seconds after connecting
+    mic_segments: list[list[float]] = field(default_factory=list)
+    #: end of the first clip -> first avatar speech at the client
+    answer_after_speech_end_ms: float | None = None
+    #: start of a later clip spoken over the avatar -> its audio silent
+    silence_after_talk_over_ms: float | None = None
+    #: events received on the data channel: [seconds after connecting, event]
+    events: list[list[Any]] = field(default_factory=list)
     mouth_audio_corr: float | None = None
     best_lag_frames: int | None = None
     best_lag_corr: float | None = None
@@ -50,6 +63,46 @@ class _Recording:
     video: list[tuple[float, float, float]] = field(default_factory=list)  # arrival, pts_s, mouth
     audio: list[tuple[float, float, float, float]] = field(default_factory=list)  # arr, pts, dur, rms
     size: tuple[int, int] = (0, 0)
+
+
+class ScriptedMicrophone(MediaStreamTrack):
+    """A microphone that plays given 16 kHz clips at given times and silence otherwise."""
+
+    kind = "audio"
+
+    def __init__(self, clips: list[tuple[float, np.ndarray]]) -> None:
+        super().__init__()
+        self._clips = sorted(clips, key=lambda c: c[0])
+        self._start: float | None = None
+        self._index = 0
+        self.played: list[list[float]] = []  # [start, end] monotonic times
+
+    def play_in(self, delay: float, clip: np.ndarray) -> None:
+        """Schedule ``clip`` ``delay`` seconds from now."""
+        now = 0.0 if self._start is None else time.monotonic() - self._start
+        # On the 20 ms block grid, so the clip starts exactly at a block.
+        self._clips.append((round((now + delay) / 0.02) * 0.02, clip))
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._index * 0.02
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        t = self._index * 0.02
+        block = np.zeros(320, np.int16)
+        for at, clip in self._clips:
+            offset = int(round((t - at) * 16000))
+            if 0 <= offset < len(clip):
+                part = clip[offset : offset + 320]
+                block[: len(part)] = part
+                if offset == 0:
+                    self.played.append([due, due + len(clip) / 16000])
+        frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        frame.pts = self._index * 320
+        frame.time_base = Fraction(1, 16000)
+        self._index += 1
+        return frame
 
 
 def _mouth_metric(rgb: np.ndarray, box: tuple[int, int, int, int] | None,
@@ -171,7 +224,9 @@ def _round(x: float | None) -> float | None:
 async def probe(base_url: str, seconds: float, say: str | None = None, say_at: float = 1.0,
                 mode: str = "echo", interrupt_at: float | None = None,
                 offer_extra: dict[str, Any] | None = None, light: bool = False,
-                hold: float = 0.0) -> ProbeResult:
+                hold: float = 0.0,
+                mic_clips: list[tuple[float, np.ndarray]] | None = None,
+                talk_over: tuple[float, np.ndarray] | None = None) -> ProbeResult:
     """Watch a session for ``seconds``; ``hold`` keeps the connection open that much longer
     without recording (benchmarks use it to overlap sessions)."""
     result = ProbeResult()
@@ -179,7 +234,25 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
     pc = RTCPeerConnection()
     tasks: list[asyncio.Task[None]] = []
     pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
+    mic = ScriptedMicrophone(mic_clips or []) if (mic_clips or talk_over) else None
+    if mic is not None:
+        pc.addTransceiver(mic, direction="sendrecv")
+    else:
+        pc.addTransceiver("audio", direction="recvonly")
+    received_events: list[tuple[float, Any]] = []
+    channel = pc.createDataChannel("events")
+
+    pending_talk_over = [talk_over] if talk_over is not None else []
+
+    @channel.on("message")
+    def on_message(message: str) -> None:
+        event = json.loads(message)
+        received_events.append((time.monotonic(), event))
+        # Talk over the avatar a set time after it starts speaking (its first answer).
+        if event.get("state") == "speaking" and pending_talk_over and mic is not None:
+            delay, clip = pending_talk_over.pop()
+            mic.play_in(delay, clip)
+
     async with aiohttp.ClientSession(base_url) as http:
         avatar: dict[str, Any] = {}
         async with http.get("/api/v1/avatar") as resp:
@@ -236,6 +309,7 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
                     if resp.status != 200:
                         result.errors.append(f"/interrupt_talk {resp.status}")
         await asyncio.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        mic_played = list(mic.played) if mic is not None else []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -243,7 +317,36 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
             await asyncio.sleep(hold)
         await pc.close()
     analyse(rec, result, say_time, interrupt_time)
+    result.events = [[round(t - t0, 3), e] for t, e in received_events]
+    result.mic_segments = [[round(a - t0, 3), round(b - t0, 3)] for a, b in mic_played]
+    analyse_conversation(rec, result, mic_played)
     return result
+
+
+def analyse_conversation(rec: _Recording, result: ProbeResult,
+                         played: list[list[float]]) -> None:
+    """First clip: a question, answered by the avatar. Later clips: talking over the avatar."""
+    if not played or not rec.audio:
+        return
+    audio = np.array(rec.audio)
+    speech = audio[:, 3] > SPEECH_RMS
+    first_end = played[0][1]
+    answer = audio[(audio[:, 0] >= first_end) & speech]
+    if len(answer):
+        result.answer_after_speech_end_ms = round((answer[0, 0] - first_end) * 1000, 1)
+    for start, _ in played[1:]:
+        before = audio[(audio[:, 0] >= start - 0.3) & (audio[:, 0] < start)]
+        if not len(before) or not (before[:, 3] > SPEECH_RMS).any():
+            continue  # the avatar was not speaking: nothing to interrupt
+        # Silent = the first block after which 0.5 s stays quiet (the avatar may answer the
+        # interruption later; that is a new reply, not a failure to stop).
+        after = audio[audio[:, 0] >= start]
+        quiet = after[:, 3] <= SPEECH_RMS
+        run = 25
+        for i in range(len(after) - run):
+            if quiet[i : i + run].all():
+                result.silence_after_talk_over_ms = round((after[i, 0] - start) * 1000, 1)
+                break
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -256,6 +359,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tts", default=None, help="TTS engine for the session")
     parser.add_argument("--light", action="store_true",
                         help="time frames only (no pixel analysis): for load tests")
+    parser.add_argument("--mic", nargs=2, action="append", metavar=("SECONDS", "WAV"),
+                        default=[], help="play WAV as the microphone at SECONDS (repeatable)")
+    parser.add_argument("--talk-over", nargs=2, metavar=("DELAY", "WAV"), default=None,
+                        help="play WAV as the microphone DELAY s after the avatar starts speaking")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="stay connected this many seconds after measuring")
 
@@ -263,8 +370,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     extra = {"tts": {"engine": args.tts}} if args.tts else None
     try:
+        clips = [(float(at), decode_audio_bytes(Path(path).read_bytes())) for at, path in args.mic]
+        over = None
+        if args.talk_over:
+            over = (float(args.talk_over[0]), decode_audio_bytes(Path(args.talk_over[1]).read_bytes()))
         result = asyncio.run(probe(args.url, args.seconds, args.say, args.say_at, args.mode,
-                                   args.interrupt_at, extra, args.light, args.hold))
+                                   args.interrupt_at, extra, args.light, args.hold, clips, over))
     except (aiohttp.ClientError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

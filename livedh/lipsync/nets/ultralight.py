@@ -97,7 +97,8 @@ class DoubleIR(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.double_conv = nn.Sequential(
-            InvertedResidual(cin, cout, stride, residual=False), InvertedResidual(cout, cout, 1, residual=True)
+            InvertedResidual(cin, cout, stride, residual=False),
+            InvertedResidual(cout, cout, 1, residual=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
