@@ -104,6 +104,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_level)
     config = config_from_args(args)
+    # Sessions already run in parallel; torch's own intra-op threads (knowledge-base embeddings,
+    # CPU lip-sync models) would fight them for the cores: 10x slower searches under load.
+    import torch
+
+    torch.set_num_threads(1)
     web.run_app(create_app(config), host=config.server.host, port=config.server.port,
                 print=lambda msg: print(msg, flush=True))
     return 0

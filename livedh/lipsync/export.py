@@ -25,8 +25,8 @@ from livedh.errors import LiveDHError, MissingDependencyError
 
 #: max abs difference (output in [0, 1]) between torch fp32 and ONNX Runtime fp32 on CPU
 PARITY_TOLERANCE = 1e-4
-#: operator set of exported models (torch's exporter implements 18 natively; 17+ is required
-#: for the ops used here on every maintained ONNX Runtime)
+#: operator set of exported models: the lowest torch's exporter implements natively (17, the
+#: floor here, works through a version conversion)
 DEFAULT_OPSET = 18
 ARCHS = ("wav2lip", "wav2lip256", "ultralight")
 Exporter = Literal["dynamo", "torchscript"]
@@ -46,7 +46,7 @@ def export_onnx(
     """Write ``module`` (forward(face, audio)) as a single-file ONNX model at ``path``.
     ``dynamic_batch``: any batch size at run time; otherwise the batch is fixed at ``batch``.
     ``exporter``: ``dynamo`` (torch.export based, torch's maintained path) or ``torchscript``
-    (torch's deprecated tracer: the same graph for these plain CNNs, ~10x faster to export)."""
+    (torch's deprecated tracer: an equivalent graph for these plain CNNs, ~10x faster to export)."""
     if opset < 17:
         raise ValueError(f"opset must be at least 17, got {opset}")
     if exporter not in EXPORTERS:

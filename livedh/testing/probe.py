@@ -91,7 +91,7 @@ class ScriptedMicrophone(MediaStreamTrack):
         t = self._index * 0.02
         block = np.zeros(320, np.int16)
         for at, clip in self._clips:
-            offset = int(round((t - at) * 16000))
+            offset = round((t - at) * 16000)
             if 0 <= offset < len(clip):
                 part = clip[offset : offset + 320]
                 block[: len(part)] = part

@@ -1,0 +1,85 @@
+"""Voice conversation figures over real WebRTC: end of the person's speech -> first avatar
+audio at the client (knowledge base, no LLM), and talking over the avatar -> silence."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from livedh.media.pcm import SESSION_SAMPLE_RATE, PcmChunk, StreamResampler
+from livedh.testing.live import live_server
+from livedh.testing.netns import netns_available
+
+KB = Path(__file__).resolve().parent.parent / "tests" / "data" / "kb"
+QUESTIONS = ["When are you open on Sunday?", "Where can I park my car?",
+             "How do I connect to the Wi-Fi?"]
+MIN_SPEECH_S = 0.25  # the server's default voice duration before barge-in
+
+
+def synthesize(text: str, path: Path) -> None:
+    from livedh.tts.piper import PiperTTS
+
+    async def run() -> np.ndarray:
+        tts = PiperTTS()
+        resampler = StreamResampler(SESSION_SAMPLE_RATE)
+        parts = [resampler.push(PcmChunk(c.samples, c.sample_rate))
+                 async for c in tts.synthesize(text)]
+        parts.append(resampler.flush())
+        await tts.aclose()
+        return np.concatenate(parts)
+
+    samples = asyncio.run(run())
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SESSION_SAMPLE_RATE)
+        w.writeframes(samples.tobytes())
+
+
+def main() -> int:
+    why = netns_available()
+    if why:
+        print(f"skipped: {why}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clips = []
+        for i, text in enumerate(QUESTIONS):
+            clips.append(tmp / f"q{i}.wav")
+            synthesize(text, clips[-1])
+        over = tmp / "over.wav"
+        synthesize("Sorry, stop for a moment please.", over)
+        with live_server(tmp, "--kb", str(KB)) as server:
+            server.probe("--seconds", "1.5", "--say", "Ready.", "--say-at", "0.2")
+            answers, silences, asr = [], [], []
+            for clip in clips * 2:
+                r = server.probe("--seconds", "14", "--mic", "1.0", str(clip),
+                                 "--talk-over", "1.5", str(over))
+                if r["answer_after_speech_end_ms"] is not None:
+                    answers.append(r["answer_after_speech_end_ms"])
+                if r["silence_after_talk_over_ms"] is not None:
+                    silences.append(r["silence_after_talk_over_ms"])
+            for line in server.log().splitlines():
+                if "event=transcript" in line and "asr_ms=" in line:
+                    asr.append(int(line.split("asr_ms=")[1].split()[0]))
+    print("## voice conversation (piper-spoken questions as the client's microphone, KB, no LLM)")
+    if answers:
+        print(f"end of speech -> first avatar audio at client: median "
+              f"{statistics.median(answers):.0f} ms (min {min(answers):.0f}, max {max(answers):.0f},"
+              f" n={len(answers)}); of which turn-end silence 500 ms and whisper (server) median "
+              f"{statistics.median(asr):.0f} ms")
+    if silences:
+        med = statistics.median(silences)
+        print(f"talk-over start -> avatar silent at client: median {med:.0f} ms "
+              f"(= {med - 1000 * MIN_SPEECH_S:.0f} ms after the {MIN_SPEECH_S * 1000:.0f} ms of voice "
+              f"that confirm it), n={len(silences)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
