@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -117,10 +118,8 @@ def _mouth_metric(rgb: np.ndarray, box: tuple[int, int, int, int] | None,
     return float(np.abs(crop - ref[0]).mean())
 
 
-async def _record_video(track: MediaStreamTrack, rec: _Recording,
-                        box: tuple[int, int, int, int] | None, avatar_size: tuple[int, int],
-                        light: bool = False) -> None:
-    ref: list[np.ndarray] = []
+async def _timed_frames(track: MediaStreamTrack) -> AsyncIterator[tuple[Any, float, float]]:
+    """(frame, arrival time, seconds since the track's first frame by its timestamps)."""
     first_pts: int | None = None
     while True:
         try:
@@ -128,14 +127,22 @@ async def _record_video(track: MediaStreamTrack, rec: _Recording,
         except MediaStreamError:
             return
         arrival = time.monotonic()
-        rec.size = (frame.width, frame.height)  # type: ignore[union-attr]
         pts = int(frame.pts or 0)
         first_pts = pts if first_pts is None else first_pts
         rel = float((pts - first_pts) * frame.time_base) if frame.time_base else 0.0
+        yield frame, arrival, rel
+
+
+async def _record_video(track: MediaStreamTrack, rec: _Recording,
+                        box: tuple[int, int, int, int] | None, avatar_size: tuple[int, int],
+                        light: bool = False) -> None:
+    ref: list[np.ndarray] = []
+    async for frame, arrival, rel in _timed_frames(track):
+        rec.size = (frame.width, frame.height)
         if light:  # timing only: leave the CPU to the server being measured
             rec.video.append((arrival, rel, 0.0))
             continue
-        rgb = frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
+        rgb = frame.to_ndarray(format="rgb24")
         scaled = box
         if box is not None and avatar_size[0] and rec.size != avatar_size:
             sx, sy = rec.size[0] / avatar_size[0], rec.size[1] / avatar_size[1]
@@ -144,19 +151,9 @@ async def _record_video(track: MediaStreamTrack, rec: _Recording,
 
 
 async def _record_audio(track: MediaStreamTrack, rec: _Recording) -> None:
-    first_pts: int | None = None
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        arrival = time.monotonic()
-        samples = frame.to_ndarray().astype(np.float32)  # type: ignore[union-attr]
-        pts = int(frame.pts or 0)
-        first_pts = pts if first_pts is None else first_pts
-        rate = frame.sample_rate  # type: ignore[union-attr]
-        rel = (pts - first_pts) / rate
-        duration = frame.samples / rate  # type: ignore[union-attr]
+    async for frame, arrival, rel in _timed_frames(track):
+        samples = frame.to_ndarray().astype(np.float32)
+        duration = frame.samples / frame.sample_rate
         rms = float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
         rec.audio.append((arrival, rel, duration, rms))
 
