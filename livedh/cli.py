@@ -9,6 +9,7 @@ from pathlib import Path
 from livedh.config import (
     AppConfig,
     ASRConfig,
+    LipSyncConfig,
     LLMConfig,
     ServerConfig,
     SessionConfig,
@@ -31,7 +32,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="avatar folder name under --avatars-dir ('default' is built on first use)")
     parser.add_argument("--avatars-dir", type=Path, default=d.avatars_dir)
     parser.add_argument("--models-dir", type=Path, default=d.models_dir)
-    parser.add_argument("--model", default=d.model, choices=["photo"], help="lip-sync model")
+    parser.add_argument("--model", default=d.model,
+                        choices=["photo", "wav2lip", "wav2lip256", "ultralight"],
+                        help="lip-sync model (photo: the built-in photo avatar renderer)")
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                        help="how neural models run")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="model weights (default: models/wav2lip.pth, or the avatar's)")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="exported model for --runtime onnx (livedh model export)")
+    parser.add_argument("--batch", type=int, default=32,
+                        help="most frames one inference batches across sessions")
     parser.add_argument("--tts", default=d.tts.engine, choices=["piper", "espeak", "edge"],
                         help="default TTS engine for new sessions")
     parser.add_argument("--voice", default=None, help="default voice of the TTS engine")
@@ -77,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         asr=ASRConfig(enabled=args.asr == "on", model=args.asr_model, language=args.language,
                       end_silence=args.end_silence, barge_in=not args.no_barge_in),
         knowledge_dir=args.kb,
+        lipsync=LipSyncConfig(runtime=args.runtime, device=args.device, weights=args.weights,
+                              onnx=args.onnx, max_batch=args.batch),
         avatars_dir=args.avatars_dir,
         models_dir=args.models_dir,
         avatar=args.avatar,
@@ -127,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe.add_arguments(probe_parser)
     probe_parser.set_defaults(func=probe.run)
+    model_parser = sub.add_parser("model", help="lip-sync model tools")
+    model_sub = model_parser.add_subparsers(dest="model_command", required=True)
+    from livedh.lipsync.export import add_export_command
+
+    add_export_command(model_sub)
     return parser
 
 

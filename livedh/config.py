@@ -46,6 +46,23 @@ class LLMConfig:
 
 
 @dataclass
+class LipSyncConfig:
+    #: torch | onnx
+    runtime: str = "torch"
+    #: cpu | cuda
+    device: str = "cpu"
+    #: Wav2Lip weights; None: models/wav2lip.pth (or wav2lip256.pth); ultralight weights live
+    #: in the avatar's weights/ folder
+    weights: Path | None = None
+    #: an exported model for the onnx runtime (`livedh model export`)
+    onnx: Path | None = None
+    #: the engine batches up to this many frames across sessions ...
+    max_batch: int = 32
+    #: ... waiting at most this long for more to arrive
+    max_wait: float = 0.004
+
+
+@dataclass
 class ASRConfig:
     #: hear the person's microphone (VAD + whisper); off: text and uploads only
     enabled: bool = True
@@ -87,6 +104,7 @@ class AppConfig:
     tts: TTSConfig = field(default_factory=TTSConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     asr: ASRConfig = field(default_factory=ASRConfig)
+    lipsync: LipSyncConfig = field(default_factory=LipSyncConfig)
     #: a folder of FAQ/Markdown files answered from (grounds the LLM when one is configured)
     knowledge_dir: Path | None = None
     avatars_dir: Path = PROJECT_ROOT / "avatars"

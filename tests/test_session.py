@@ -187,3 +187,27 @@ async def test_barge_in_cancels_the_llm_stream_and_records_what_was_heard(engine
     assert "One short sentence." in history[-1]["content"]
     assert "Never reached" not in history[-1]["content"]
     await session.aclose()
+
+
+async def test_a_renderer_slower_than_real_time_keeps_the_voice_on_time():
+    import time as _time
+
+    class SlowModel(LoudnessModel):
+        def infer(self, batch):
+            _time.sleep(0.1)  # 2.5 frame periods per frame
+            return super().infer(batch)
+
+    engine = LipSyncEngine(SlowModel())
+    session = Session(11, SessionConfig(), engine, make_fake_tts())
+    consumer = asyncio.create_task(_consume(session, 50))
+    session.play_audio(np.full(16000, 8000, np.int16))  # one second of "speech"
+    videos, audios = await consumer
+    # Every block of the speech went out, in order: nothing was dropped or stretched.
+    assert [i for i, _ in audios] == list(range(100))
+    assert sum(1 for _, b in audios if b.any()) == 50
+    # Video kept the clock by repeating pictures: fewer distinct renders than frames.
+    assert len(videos) == 50
+    distinct = len({id(v.video) for v in videos})
+    assert distinct < 30
+    await session.aclose()
+    await engine.aclose()

@@ -2,27 +2,71 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 
 from livedh.config import AppConfig
-from livedh.errors import InvalidInputError
+from livedh.errors import InvalidInputError, NotFoundError
 from livedh.lipsync.base import LipSyncModel
+from livedh.lipsync.generator import FaceGenerator
 
-MODELS = ("photo",)
+MODELS = ("photo", "wav2lip", "wav2lip256", "ultralight")
 
 
 def load_lipsync_model(config: AppConfig) -> LipSyncModel:
     """Blocking (reads files, may build the default avatar): call from a worker thread."""
+    # Sessions run in parallel already; OpenCV's own thread pool would only fight them for the
+    # cores (and break the one-core-per-renderer budget).
+    cv2.setNumThreads(1)
+    if config.model not in MODELS:
+        raise InvalidInputError(f"unknown lip-sync model {config.model!r}; choose one of {MODELS}")
     if config.model == "photo":
         from livedh.avatar.photo import ensure_default_avatar
         from livedh.lipsync.photo import PhotoLipSync
 
         if config.avatar == "default":
-            folder = ensure_default_avatar(config.avatars_dir)
-        else:
-            folder = config.avatars_dir / config.avatar
-        # Sessions run in parallel already; OpenCV's own thread pool would only fight them
-        # for the cores (and break the one-core-per-renderer budget).
-        cv2.setNumThreads(1)
-        return PhotoLipSync.from_dir(folder)
-    raise InvalidInputError(f"unknown lip-sync model {config.model!r}; choose one of {MODELS}")
+            return PhotoLipSync.from_dir(ensure_default_avatar(config.avatars_dir))
+        return PhotoLipSync.from_dir(config.avatars_dir / config.avatar)
+
+    from livedh.avatar.format import load_manifest
+    from livedh.lipsync.neural import NeuralLipSync
+
+    folder = config.avatars_dir / config.avatar
+    manifest = load_manifest(folder)
+    family = "ultralight" if config.model == "ultralight" else "wav2lip"
+    if manifest.kind != "video" or not manifest.model.startswith(family):
+        raise InvalidInputError(
+            f"avatar {config.avatar!r} is a {manifest.kind} avatar built for {manifest.model!r}; "
+            f"--model {config.model} needs a video avatar built for {family}"
+        )
+    return NeuralLipSync.from_dir(folder, build_generator(config, folder))
+
+
+def build_generator(config: AppConfig, avatar_dir: Path) -> FaceGenerator:
+    from livedh.lipsync.checkpoints import load_ultralight, load_wav2lip
+    from livedh.lipsync.generators import UltralightGenerator, Wav2LipGenerator
+    from livedh.lipsync.runtime import RuntimeConfig, make_runtime
+
+    settings = config.lipsync
+    runtime_config = RuntimeConfig(kind=settings.runtime, device=settings.device)  # type: ignore[arg-type]
+    fps = config.session.fps
+    if settings.runtime == "onnx":
+        if settings.onnx is None or not settings.onnx.is_file():
+            raise NotFoundError(
+                f"the onnx runtime needs an exported model (--onnx): {settings.onnx} not found; "
+                "make one with `livedh model export`"
+            )
+        runtime = make_runtime(runtime_config, onnx_path=settings.onnx)
+        if config.model == "ultralight":
+            return UltralightGenerator(runtime, fps=fps)
+        return Wav2LipGenerator(runtime, size=256 if config.model == "wav2lip256" else 96, fps=fps)
+    if config.model == "ultralight":
+        weights = settings.weights or avatar_dir / "weights" / "ultralight.pth"
+        ultralight = load_ultralight(weights, device=settings.device)
+        return UltralightGenerator(make_runtime(runtime_config, module=ultralight), fps=fps)
+    variant = "256" if config.model == "wav2lip256" else "96"
+    default_name = "wav2lip256.pth" if variant == "256" else "wav2lip.pth"
+    weights = settings.weights or config.models_dir / default_name
+    module = load_wav2lip(weights, variant, device=settings.device)  # type: ignore[arg-type]
+    return Wav2LipGenerator(make_runtime(runtime_config, module=module), size=int(variant), fps=fps)

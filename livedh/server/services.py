@@ -94,7 +94,10 @@ async def build_services(config: AppConfig) -> Services:
     loop = asyncio.get_running_loop()
     # Building the default avatar runs a landmark model: keep it off the event loop.
     model = await loop.run_in_executor(None, load_lipsync_model, config)
-    lipsync = LipSyncEngine(model, output_format="yuv420p")
+    lipsync = LipSyncEngine(
+        model, max_batch=config.lipsync.max_batch, max_wait=config.lipsync.max_wait,
+        output_format="yuv420p",
+    )
     tts = TTSRegistry(config.tts)
     # Load the default voice now: the first /human would otherwise wait ~1 s for it.
     await tts.get(None).warmup()

@@ -131,6 +131,7 @@ class Session:
         # Every child task, cancelled or not, until it finishes: aclose awaits them all.
         self._children: set[asyncio.Task[None]] = set()
         self._frames_sent = 0
+        self._frames_skipped = 0
         self._was_speaking = False
         #: when the request behind the speech about to play was made (for latency logs)
         self._pending_request_at: float | None = None
@@ -430,8 +431,6 @@ class Session:
             self.record_error(exc, "chat")
 
     async def _render_loop(self) -> None:
-        model = self.lipsync.model
-        samples_per_frame = self.channel.samples_per_frame
         ahead = self.config.render_ahead
         await self.channel.wait_started()
         log_event(logger, "stream_start", self.id, fps=self.fps)
@@ -440,40 +439,58 @@ class Session:
         while not self.channel.closed:
             # Render frame i while frame i - ahead plays: a small buffer against render jitter.
             await self.clock.wait_until((index - ahead) / self.fps)
-            block, had_speech = self.playout.take(samples_per_frame)
-            window = self.playout.window(model.audio_window, model.audio_lookahead)
-            request = LipSyncRequest(index, int16_to_float(window), self.seed)
-            try:
-                video = await self.lipsync.render(request)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.lipsync.closed:
-                    return  # server shutting down
-                # Keep the stream (and its audio) going on the last good frame.
-                self.record_error(exc, "lipsync")
-                if last_video is None:
-                    raise
+            block, had_speech = self.playout.take(self.channel.samples_per_frame)
+            behind = self.clock.elapsed() - index / self.fps
+            if last_video is not None and behind > 0:
+                # The renderer cannot keep up (a model too heavy for this machine, or overload):
+                # repeat the last picture so the voice stays on time; video catches up.
                 video = last_video
-            last_video = video
+                self._frames_skipped += 1
+                if self._frames_skipped % 250 == 1:
+                    log_event(logger, "render_behind", self.id, level=logging.WARNING,
+                              behind_ms=round(behind * 1000), skipped=self._frames_skipped)
+            else:
+                rendered = await self._render(index, last_video)
+                if rendered is None:
+                    return  # server shutting down
+                video = last_video = rendered
             if had_speech != self._was_speaking:
-                # Audible speech starts or ends at this frame of the stream.
-                fields: dict[str, Any] = {"frame": index}
-                if had_speech and self._pending_request_at is not None:
-                    # Request -> this frame's due time on the wire (same clock as the audio).
-                    due = self.clock.deadline(index / self.fps)
-                    fields["latency_ms"] = round((due - self._pending_request_at) * 1000)
-                    self._pending_request_at = None
-                log_event(logger, "speak_start" if had_speech else "speak_end", self.id,
-                          **fields)
-                self._set_state("speaking" if had_speech else "listening")
-                if not had_speech:
-                    self._child(_trim_heap_soon(), "trim")
-                self._was_speaking = had_speech
+                self._speech_edge(index, had_speech)
             self._far_level = rms_level(block) if had_speech else 0.0
             self.channel.put(AVFrame(index, video, block, had_speech))
             self._frames_sent = index
             index += 1
+
+    async def _render(self, index: int, last_video: np.ndarray | None) -> np.ndarray | None:
+        model = self.lipsync.model
+        window = self.playout.window(model.audio_window, model.audio_lookahead)
+        request = LipSyncRequest(index, int16_to_float(window), self.seed)
+        try:
+            return await self.lipsync.render(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self.lipsync.closed:
+                return None
+            # Keep the stream (and its audio) going on the last good frame.
+            self.record_error(exc, "lipsync")
+            if last_video is None:
+                raise
+            return last_video
+
+    def _speech_edge(self, index: int, speaking: bool) -> None:
+        """Audible speech starts or ends at frame ``index`` of the stream."""
+        fields: dict[str, Any] = {"frame": index}
+        if speaking and self._pending_request_at is not None:
+            # Request -> this frame's due time on the wire (same clock as the audio).
+            due = self.clock.deadline(index / self.fps)
+            fields["latency_ms"] = round((due - self._pending_request_at) * 1000)
+            self._pending_request_at = None
+        log_event(logger, "speak_start" if speaking else "speak_end", self.id, **fields)
+        self._set_state("speaking" if speaking else "listening")
+        if not speaking:
+            self._child(_trim_heap_soon(), "trim")
+        self._was_speaking = speaking
 
 
 async def _trim_heap_soon() -> None:
