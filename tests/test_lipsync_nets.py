@@ -18,7 +18,7 @@ from livedh.lipsync import checkpoints
 from livedh.lipsync.export import PARITY_TOLERANCE, add_export_command, export_onnx, parity
 from livedh.lipsync.generators import UltralightGenerator, Wav2LipGenerator
 from livedh.lipsync.mel import mel_windows
-from livedh.lipsync.nets import build_ultralight, build_wav2lip
+from livedh.lipsync.nets import build_ultralight, build_wav2lip, calibrate_batchnorm
 from livedh.lipsync.nets.ultralight import MASK_RECT, Ultralight
 from livedh.lipsync.runtime import FaceRuntime, OnnxRuntime, RuntimeConfig, TorchRuntime, make_runtime
 
@@ -43,21 +43,6 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))
                 m.weight.copy_(0.5 + torch.rand(n, generator=g))
                 m.bias.copy_(0.1 * torch.randn(n, generator=g))
-    return module.eval()
-
-
-def calibrate(module: nn.Module, size: int, audio_shape: tuple[int, ...], seed: int) -> nn.Module:
-    """Data-dependent init: BatchNorm statistics measured on random inputs, so every layer of the
-    random network passes signal on (default statistics let a deep random net forget its audio
-    input), and a load that dropped the statistics would show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the calibration batches
-    module.train()
-    with torch.no_grad():
-        module(torch.rand(3, 6, size, size, generator=g), 8 * torch.rand(3, *audio_shape, generator=g) - 4)
     return module.eval()
 
 
@@ -86,8 +71,10 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="module")
 def w96() -> nn.Module:
+    # calibrated statistics: the random network responds to its audio (and a load that dropped
+    # the statistics would show)
     torch.manual_seed(0)
-    return calibrate(build_wav2lip("96"), 96, (1, 80, 16), 1)
+    return calibrate_batchnorm(build_wav2lip("96"), 96, (1, 80, 16), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +86,7 @@ def w96_file(w96: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ul() -> Ultralight:
     torch.manual_seed(2)
     model = build_ultralight("mel")
-    calibrate(model, 160, (1, 80, 16), 3)
+    calibrate_batchnorm(model, 160, (1, 80, 16), seed=3)
     return model
 
 
@@ -355,6 +342,16 @@ def test_onnx_export_matches_torch(
         assert got.shape == (b, 3, 96, 96) and got.dtype == np.float32
         np.testing.assert_allclose(got, torch_rt.run(faces, audio), atol=PARITY_TOLERANCE)
     onnx_rt.close()
+
+
+def test_generators_refuse_an_onnx_model_of_another_network(w96_onnx: Path) -> None:
+    runtime = OnnxRuntime(w96_onnx)
+    Wav2LipGenerator(runtime, size=96)  # the matching one is accepted
+    with pytest.raises(ModelFileError, match=r"faces \[6, 96, 96\].*export the matching"):
+        Wav2LipGenerator(runtime, size=256)
+    with pytest.raises(ModelFileError, match=r"needs \[6, 160, 160\]"):
+        UltralightGenerator(runtime)
+    runtime.close()
 
 
 def test_export_command_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

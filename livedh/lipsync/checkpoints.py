@@ -38,7 +38,7 @@ KNOWN_CHECKSUMS: dict[str, str] = {}
 DEFAULT_FILES: dict[str, str] = {
     "wav2lip": "models/wav2lip.pth",
     "wav2lip256": "models/wav2lip256.pth",
-    "ultralight": "avatars/<avatar>/ultralight.pth",
+    "ultralight": "avatars/<avatar>/weights/ultralight.pth",
 }
 
 M = TypeVar("M", bound=nn.Module)

@@ -139,14 +139,16 @@ def build_for_export(
     arch: str, checkpoint: Path | None, audio_features: str = "mel"
 ) -> tuple[nn.Module, int, tuple[int, ...]]:
     """The module to export, its crop size and per-frame audio shape. ``checkpoint`` None: random
-    weights (for tests and benchmarks)."""
+    weights with calibrated BatchNorm statistics (for tests and benchmarks: the output responds
+    to the audio)."""
     from livedh.lipsync import checkpoints
-    from livedh.lipsync.nets import ultralight, wav2lip
+    from livedh.lipsync.nets import calibrate_batchnorm, ultralight, wav2lip
 
     if arch in ("wav2lip", "wav2lip256"):
         variant: wav2lip.Wav2LipVariant = "96" if arch == "wav2lip" else "256"
         if checkpoint is None:
             w2l = wav2lip.build_wav2lip(variant)
+            calibrate_batchnorm(w2l, w2l.size, wav2lip.MEL_SHAPE)
         else:
             w2l = checkpoints.load_wav2lip(checkpoint, variant=variant)
         return w2l, w2l.size, wav2lip.MEL_SHAPE
@@ -155,6 +157,7 @@ def build_for_export(
             if audio_features not in ultralight.AUDIO_FEATURES:
                 raise ValueError(f"unknown audio features {audio_features!r}")
             ul = ultralight.build_ultralight(audio_features)
+            calibrate_batchnorm(ul, ul.size, ul.config.audio_shape)
         else:
             ul = checkpoints.load_ultralight(checkpoint)
         return ul, ul.size, ul.config.audio_shape

@@ -16,10 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from livedh.errors import ModelFileError
 from livedh.lipsync.generator import FaceGenerator
 from livedh.lipsync.mel import MelFrontEnd, MelParams
 from livedh.lipsync.nets.ultralight import AUDIO_FEATURES, AUDIO_SHAPES, MASK_RECT, AudioFeatures
 from livedh.lipsync.nets.ultralight import SIZE as ULTRALIGHT_SIZE
+from livedh.lipsync.nets.wav2lip import MEL_SHAPE
 from livedh.lipsync.runtime import FaceRuntime
 
 SAMPLE_RATE = 16000
@@ -44,6 +46,22 @@ def _to_rgb_uint8(faces: np.ndarray) -> np.ndarray:
     the reference inference code does: a half-level brighter on average, no visible change)."""
     scaled = np.clip(faces * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(scaled[:, ::-1].transpose(0, 2, 3, 1))
+
+
+def _check_runtime(runtime: FaceRuntime, size: int, audio_shape: tuple[int, ...]) -> None:
+    """An ONNX model declares its input shapes: refuse one exported for another network now,
+    not at the first frame."""
+    face_shape = getattr(runtime, "face_shape", None)
+    declared_audio = getattr(runtime, "audio_shape", None)
+    if face_shape is None or declared_audio is None:
+        return
+    want_face, want_audio = [6, size, size], list(audio_shape)
+    got_face, got_audio = list(face_shape)[1:], list(declared_audio)[1:]
+    if got_face != want_face or got_audio != want_audio:
+        raise ModelFileError(
+            f"the ONNX model takes faces {got_face} and audio {got_audio}; this generator needs "
+            f"{want_face} and {want_audio}: export the matching architecture"
+        )
 
 
 def _check_images(
@@ -71,6 +89,7 @@ class Wav2LipGenerator(FaceGenerator):
     ) -> None:
         if size not in (96, 256):
             raise ValueError(f"Wav2Lip crops are 96 or 256 pixels, got {size}")
+        _check_runtime(runtime, size, MEL_SHAPE)
         self.runtime = runtime
         self.size = size
         self._mel = MelFrontEnd()
@@ -113,6 +132,7 @@ class UltralightGenerator(FaceGenerator):
     ) -> None:
         if audio_features not in AUDIO_FEATURES:
             raise ValueError(f"unknown audio_features {audio_features!r}; choose one of {AUDIO_FEATURES}")
+        _check_runtime(runtime, ULTRALIGHT_SIZE, AUDIO_SHAPES[audio_features])
         self.runtime = runtime
         self.audio_features = audio_features
         self._feature_shape = AUDIO_SHAPES[audio_features]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -29,6 +31,7 @@ class Services:
     sessions: SessionManager
     llm: ChatLLM | None = None
     hearing: Hearing | None = None
+    encode_pool: ThreadPoolExecutor | None = None
 
     async def aclose(self) -> None:
         await self.sessions.aclose()
@@ -38,6 +41,8 @@ class Services:
             await self.llm.aclose()
         if self.hearing is not None:
             await self.hearing.asr.aclose()
+        if self.encode_pool is not None:
+            self.encode_pool.shutdown(wait=True, cancel_futures=True)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -104,9 +109,11 @@ async def build_services(config: AppConfig) -> Services:
 
     llm = await asyncio.get_running_loop().run_in_executor(None, build_chat, config)
     hearing = await load_hearing(config)
-    sessions = SessionManager(config, lipsync, tts, llm, hearing)
+    # Video encoding for every session: one thread per core, named for profiles and leak checks.
+    encode_pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="livedh-encode")
+    sessions = SessionManager(config, lipsync, tts, llm, hearing, encode_pool)
     log_event(
         logger, "ready", model=config.model, avatar=config.avatar, tts=config.tts.engine,
         llm=config.llm.base_url or ("default" if config.llm.configured else "none"),
     )
-    return Services(config, tts, lipsync, sessions, llm, hearing)
+    return Services(config, tts, lipsync, sessions, llm, hearing, encode_pool)

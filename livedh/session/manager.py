@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable
+from concurrent.futures import Executor
 
 from livedh.config import AppConfig
 from livedh.errors import CapacityError, InvalidInputError, NotFoundError
@@ -30,12 +31,14 @@ class SessionManager:
         tts: TTSRegistry,
         llm: ChatLLM | None = None,
         hearing: Hearing | None = None,
+        encode_pool: Executor | None = None,
     ) -> None:
         self.config = config
         self.lipsync = lipsync
         self.tts = tts
         self._llm = llm  # shared: it holds no conversation state
         self._hearing = hearing
+        self._encode_pool = encode_pool
         self._sessions: dict[int, Session] = {}
         self._reserved = 0
         self._closing: set[asyncio.Future[object]] = set()
@@ -90,7 +93,11 @@ class SessionManager:
                 ),
                 hearing=self._hearing,
             )
-            peer = WebRTCPeer(session.channel, on_state=lambda s: self._on_state(session, s))
+            model = self.lipsync.model
+            peer = WebRTCPeer(
+                session.channel, on_state=lambda s: self._on_state(session, s),
+                encode_pool=self._encode_pool, frame_size=(model.width, model.height),
+            )
             session.transport = peer
             session.emit = peer.send_event
             try:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from fractions import Fraction
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from livedh.errors import InvalidInputError
 from livedh.media.channel import AVChannel, ChannelClosed
+from livedh.transport.encoding import H264Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -27,27 +29,66 @@ EVENTS_LABEL = "events"
 
 
 class ChannelVideoTrack(MediaStreamTrack):
+    """Video frames of a channel, paced by its clock. With an encoder it hands aiortc encoded
+    H.264 packets (encoded in ``encode_pool``); otherwise raw frames that aiortc encodes."""
+
     kind = "video"
 
     def __init__(self, channel: AVChannel) -> None:
         super().__init__()
         self._channel = channel
         self._ticks_per_frame = VIDEO_CLOCK_RATE // channel.fps
+        self._encoder: H264Encoder | None = None
+        self._pool: Executor | None = None
+        self._keyframe_requested: Callable[[], bool] = lambda: False
 
-    async def recv(self) -> av.VideoFrame:
+    def use_encoder(self, encoder: H264Encoder, pool: Executor,
+                    keyframe_requested: Callable[[], bool]) -> None:
+        self._encoder, self._pool, self._keyframe_requested = encoder, pool, keyframe_requested
+
+    async def recv(self) -> av.VideoFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        try:
-            frame = await self._channel.next_video()
-        except ChannelClosed:
-            self.stop()
-            raise MediaStreamError from None
+        while True:
+            try:
+                frame = await self._channel.next_video()
+            except ChannelClosed:
+                self.stop()
+                raise MediaStreamError from None
+            if self._encoder is None:
+                break
+            keyframe = frame.index == 0 or self._keyframe_requested()
+            packets = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._encoder.encode, frame.video, self._channel.video_format,
+                frame.index, keyframe,
+            )
+            if packets:
+                await self._channel.clock.wait_until(frame.index / self._channel.fps)
+                return packets[0] if len(packets) == 1 else _join(packets)
         # Frame i is due at start + i / fps on the session clock shared with the audio track.
         await self._channel.clock.wait_until(frame.index / self._channel.fps)
         out = av.VideoFrame.from_ndarray(frame.video, format=self._channel.video_format)
         out.pts = frame.index * self._ticks_per_frame
         out.time_base = Fraction(1, VIDEO_CLOCK_RATE)
         return out
+
+
+def _join(packets: list[av.Packet]) -> av.Packet:
+    joined = av.Packet(b"".join(bytes(p) for p in packets))
+    joined.pts, joined.time_base = packets[0].pts, packets[0].time_base
+    return joined
+
+
+def negotiated_video_codec(sdp: str) -> str | None:
+    """The codec of the first payload type of the first video section of ``sdp``."""
+    payload = None
+    for line in sdp.splitlines():
+        if line.startswith("m=video"):
+            parts = line.split()
+            payload = parts[3] if len(parts) > 3 else None
+        elif payload and line.startswith(f"a=rtpmap:{payload} "):
+            return line.split(" ", 1)[1].split("/")[0].upper()
+    return None
 
 
 class ChannelAudioTrack(MediaStreamTrack):
@@ -74,14 +115,31 @@ class ChannelAudioTrack(MediaStreamTrack):
         return out
 
 
+def _take_keyframe_request(sender: RTCRtpSender) -> bool:
+    """aiortc records a receiver's picture-loss request (PLI/FIR) in a private flag that only
+    its own encoder reads; with our encoder we read and clear it, so a viewer who lost packets
+    gets a keyframe now instead of at the next periodic one."""
+    name = "_RTCRtpSender__force_keyframe"
+    requested = bool(getattr(sender, name, False))
+    if requested:
+        setattr(sender, name, False)
+    return requested
+
+
 class WebRTCPeer:
     """One peer connection: sends a channel's audio and video; receives the person's microphone
     (when the offer sends audio) and a data channel for events (transcripts, state)."""
 
     def __init__(
-        self, channel: AVChannel, on_state: Callable[[str], None] | None = None
+        self, channel: AVChannel, on_state: Callable[[str], None] | None = None,
+        encode_pool: Executor | None = None, frame_size: tuple[int, int] = (512, 512),
     ) -> None:
+        """``encode_pool``: encode H.264 ourselves there (when negotiated); ``frame_size``:
+        width and height of the channel's video."""
         self._pc = RTCPeerConnection()
+        self._channel = channel
+        self._encode_pool = encode_pool
+        self._frame_size = frame_size
         self._video = ChannelVideoTrack(channel)
         self._audio = ChannelAudioTrack(channel)
         self._on_state = on_state
@@ -155,6 +213,18 @@ class WebRTCPeer:
             raise InvalidInputError(f"type must be 'offer', got {sdp_type!r}")
         if not isinstance(sdp, str) or not sdp.startswith("v=0"):
             raise InvalidInputError("sdp is not a session description (it must start with 'v=0')")
+        # Our transceivers exist before the offer is applied, so aiortc matches the offer's
+        # sections to them and negotiates codecs in our order of preference.
+        video = self._pc.addTransceiver(self._video, direction="sendonly")
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        # H.264 first: we encode it ourselves with real-time settings (encoding.py), the
+        # cheapest option (bench/bench_encode.py); VP8 (aiortc's encoder) for the rest.
+        preferred = [c for c in codecs if c.name == "H264"]
+        preferred += [c for c in codecs if c.name in ("VP8", "rtx")]
+        video.setCodecPreferences(preferred)
+        # sendrecv: a page that sends its microphone gets it heard; aiortc answers sendonly to
+        # an offer that only receives.
+        self._pc.addTransceiver(self._audio, direction="sendrecv")
         try:
             offer = RTCSessionDescription(sdp=sdp, type=sdp_type)
             await self._pc.setRemoteDescription(offer)
@@ -162,29 +232,18 @@ class WebRTCPeer:
             raise InvalidInputError(
                 f"could not parse the SDP offer ({type(exc).__name__}: {exc})"
             ) from exc
-        kinds = {t.kind for t in self._pc.getTransceivers()}
-        if "video" not in kinds and "audio" not in kinds:
+        if not any(t.mid is not None for t in self._pc.getTransceivers()):
             raise InvalidInputError("the offer has no audio or video media section")
-        for transceiver in self._pc.getTransceivers():
-            if transceiver.kind == "video":
-                transceiver.sender.replaceTrack(self._video)
-                transceiver.direction = "sendonly"
-                codecs = RTCRtpSender.getCapabilities("video").codecs
-                # VP8 first: with aiortc's encoder settings it costs less CPU per 512x512 frame
-                # than x264 (bench/bench_encode.py); H.264 stays for clients without VP8.
-                preferred = [c for c in codecs if c.name == "VP8"]
-                preferred += [c for c in codecs if c.name in ("H264", "rtx")]
-                transceiver.setCodecPreferences(preferred)
-            elif transceiver.kind == "audio":
-                transceiver.sender.replaceTrack(self._audio)
-                # A page that sends its microphone offers sendrecv: receive it too.
-                offered = getattr(transceiver, "_offerDirection", None)
-                transceiver.direction = (
-                    "sendrecv" if offered in ("sendrecv", "sendonly") else "sendonly"
-                )
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         local = self._pc.localDescription
+        if self._encode_pool is not None and negotiated_video_codec(local.sdp) == "H264":
+            sender = next(t.sender for t in self._pc.getTransceivers() if t.kind == "video")
+            width, height = self._frame_size
+            self._video.use_encoder(
+                H264Encoder(width, height, self._channel.fps), self._encode_pool,
+                lambda: _take_keyframe_request(sender),
+            )
         return RTCSessionDescription(sdp=local.sdp, type=local.type)
 
     async def aclose(self) -> None:
