@@ -53,6 +53,30 @@ def latency(server: LiveServer, trials: int) -> None:
           f"(best lag {statistics.median(r['best_lag_frames'] for r in rows):+.0f} frames)")
 
 
+def browser_latency(server: LiveServer, trials: int) -> None:
+    import shutil
+
+    if shutil.which("chromium") is None:
+        print("\n(browser latency skipped: Debian chromium not installed)")
+        return
+    done = server.run_python(["-m", "livedh.testing.browser_latency", server.url, str(trials)],
+                             timeout=180)
+    if done.returncode != 0:
+        print(f"\n(browser latency failed: {done.stderr[-500:]})")
+        return
+    import json
+
+    values = [v for v in json.loads(done.stdout.strip().splitlines()[-1]) if v is not None]
+    print(f"\n## in Chromium (after its jitter buffer), {len(values)} trials")
+    print(f"/human -> audible speech in the page: median {statistics.median(values):.0f} ms, "
+          f"min {min(values):.0f}, max {max(values):.0f}")
+    lat = [int(line.split("latency_ms=")[1].split()[0]) for line in server.log().splitlines()
+           if "latency_ms=" in line]
+    if lat:
+        print(f"server: request -> first speech frame due on the wire: median "
+              f"{statistics.median(lat):.0f} ms (all sessions so far)")
+
+
 def run_parallel(server: LiveServer, n: int, seconds: float) -> tuple[list[dict[str, Any]], float,
                                                                          float, float]:
     cpu0 = server.cpu_seconds()
@@ -91,9 +115,10 @@ def capacity(server: LiveServer, counts: list[int], seconds: float, idle_rss: fl
 
 def churn(server: LiveServer, idle: dict[str, Any], cycles: int) -> None:
     for _ in range(cycles):
-        server.probe("--light", "--seconds", "0.6")
+        server.probe("--light", "--seconds", "2.5", "--say", "Hello, nice to meet you.",
+                     "--say-at", "0.2")
     after = wait_idle(server)
-    print(f"\n## {cycles} sessions opened and closed")
+    print(f"\n## {cycles} sessions opened, spoke a sentence, closed")
     print(f"RSS idle {idle['runtime']['rss_mb']:.1f} MB -> after {after['runtime']['rss_mb']:.1f} MB "
           f"(+{after['runtime']['rss_mb'] - idle['runtime']['rss_mb']:.1f}); tasks "
           f"{idle['runtime']['tasks']} -> {after['runtime']['tasks']}; threads "
@@ -116,10 +141,13 @@ def main() -> int:
         idle = wait_idle(srv)
         print(f"idle server: RSS {idle['runtime']['rss_mb']} MB, {idle['runtime']['tasks']} tasks, "
               f"{idle['runtime']['threads']} threads")
+        churn(srv, idle, args.churn)
+        # A second round tells one-time growth (pools reaching their size) from a leak.
+        churn(srv, idle, args.churn)
         latency(srv, args.trials)
+        browser_latency(srv, args.trials)
         capacity(srv, [int(n) for n in args.sessions.split(",")], args.seconds,
                  idle["runtime"]["rss_mb"])
-        churn(srv, idle, args.churn)
     return 0
 
 

@@ -80,7 +80,7 @@ class ASRConfig:
 class SessionConfig:
     fps: int = 25
     #: frames rendered ahead of playback; absorbs render jitter, adds fps^-1 latency each
-    render_ahead: int = 2
+    render_ahead: int = 1
     max_text_chars: int = 4000
     #: queued utterances per session before /human is refused
     max_queued_utterances: int = 32

@@ -9,6 +9,7 @@ import skimage.data
 import torch
 
 from livedh.avatar.video import write_video_avatar
+from livedh.lipsync.nets import calibrate_batchnorm
 from livedh.lipsync.nets.wav2lip import build_wav2lip
 from livedh.testing.live import live_server
 from livedh.testing.netns import netns_available
@@ -27,7 +28,11 @@ def test_wav2lip_session_streams_generated_mouth_at_the_face_box(tmp_path):
     manifest = write_video_avatar(avatars / "still", frames, fps=25, name="still",
                                   model="wav2lip", progress=False)
     torch.manual_seed(0)
-    state = {f"module.{k}": v for k, v in build_wav2lip("96").state_dict().items()}
+    network = build_wav2lip("96")
+    # Random weights with BatchNorm statistics from real activations: the output then depends
+    # on the audio, as a trained network's does.
+    calibrate_batchnorm(network, 96, (1, 80, 16))
+    state = {f"module.{k}": v for k, v in network.state_dict().items()}
     torch.save({"state_dict": state}, models / "wav2lip.pth")
 
     with live_server(tmp_path, "--model", "wav2lip", "--avatar", "still",

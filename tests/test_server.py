@@ -208,3 +208,25 @@ async def test_cors_preflight(client):
     resp = await client.options("/human")
     assert resp.status == 200
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_closed_sessions_are_freed_without_waiting_for_the_cyclic_gc(offer_sdp):
+    import gc
+    import weakref
+
+    engine = LipSyncEngine(LoudnessModel())
+    manager = SessionManager(_config(), engine, FakeRegistry())  # type: ignore[arg-type]
+    gc.disable()  # a reference cycle would keep the session (and its buffers) alive
+    try:
+        refs = []
+        for _ in range(3):
+            session, _, _ = await manager.open_webrtc(offer_sdp, "offer")
+            refs.append(weakref.ref(session))
+            await manager.close(session.id)
+            del session
+        await asyncio.sleep(0.1)
+        assert [r() for r in refs] == [None, None, None]
+    finally:
+        gc.enable()
+        await manager.aclose()
+        await engine.aclose()

@@ -251,6 +251,14 @@ class Session:
         await asyncio.gather(*live, return_exceptions=True)
         if self.transport is not None:
             await self.transport.aclose()
+        # Break the session <-> transport reference cycle now: left to the cyclic GC, closed
+        # sessions keep their buffers and encoders alive for a while (RSS creeps up).
+        self.transport = None
+        self.emit = _ignore_event
+        # Finished tasks keep their CancelledError, whose traceback holds frames that hold us.
+        self._tasks = []
+        self._children.clear()
+        self._chat_task = self._current_speech = None
         log_event(logger, "close", self.id, frames_sent=self._frames_sent)
 
     # -- internals ------------------------------------------------------------------------
@@ -495,3 +503,7 @@ class Session:
 
 async def _trim_heap_soon() -> None:
     await asyncio.get_running_loop().run_in_executor(None, trim_heap)
+
+
+def _ignore_event(event: dict[str, Any]) -> None:
+    """The event sink of a closed session."""

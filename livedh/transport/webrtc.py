@@ -42,6 +42,11 @@ class ChannelVideoTrack(MediaStreamTrack):
         self._pool: Executor | None = None
         self._keyframe_requested: Callable[[], bool] = lambda: False
 
+    def release(self) -> None:
+        """Drop the encoder (its buffers are megabytes) as soon as the stream ends."""
+        self._encoder = None
+        self._keyframe_requested = lambda: False
+
     def use_encoder(self, encoder: H264Encoder, pool: Executor,
                     keyframe_requested: Callable[[], bool]) -> None:
         self._encoder, self._pool, self._keyframe_requested = encoder, pool, keyframe_requested
@@ -252,9 +257,12 @@ class WebRTCPeer:
         self._closed = True
         self._video.stop()
         self._audio.stop()
+        self._video.release()
+        self._on_state = None  # it refers back to the session: break the cycle
         if self._mic_reader is not None:
             self._mic_reader.cancel()
             await asyncio.gather(self._mic_reader, return_exceptions=True)
+        self._events = None
         try:
             await asyncio.wait_for(self._pc.close(), timeout=5)
         except TimeoutError:
