@@ -88,15 +88,20 @@ def run_parallel(server: LiveServer, n: int, seconds: float) -> tuple[list[dict[
         h = health(server)
         rss_samples.append(h["runtime"]["rss_mb"])
         sessions_mid = h["sessions"]
+        time.sleep(seconds / 2 + 0.3)  # the probes' end, before they hang up
+        states = server.get("/api/v1/sessions")[1]["sessions"]
+        late = max((s["video_late_p99_ms"] for s in states), default=0.0)
         results = [f.result(timeout=120) for f in futures]
+        for r in results:
+            r["server_late_p99_ms"] = late
     cpu = server.cpu_seconds() - cpu0
     return results, cpu, rss_samples[0], sessions_mid
 
 
 def capacity(server: LiveServer, counts: list[int], seconds: float, idle_rss: float) -> None:
     print("\n## concurrent speaking sessions (clients on the same 2 cores)")
-    print(f"{'sessions':>8} {'min fps':>8} {'worst p99 gap':>14} {'server CPU %':>13} "
-          f"{'CPU ms/frame':>13} {'RSS MB':>8} {'RSS/session':>12}")
+    print(f"{'sessions':>8} {'min fps':>8} {'worst p99 gap':>14} {'server late p99':>16} "
+          f"{'server CPU %':>13} {'CPU ms/frame':>13} {'RSS MB':>8} {'RSS/session':>12}")
     sustained = 0
     for n in counts:
         results, cpu, rss, live = run_parallel(server, n, seconds)
@@ -105,7 +110,8 @@ def capacity(server: LiveServer, counts: list[int], seconds: float, idle_rss: fl
         p99 = max(r["frame_gap_p99_ms"] for r in results)
         wall = seconds + 3.5
         per_session = (rss - idle_rss) / max(live, 1)
-        print(f"{n:>8} {min_fps:>8.2f} {p99:>12.1f}ms {100 * cpu / wall:>12.0f}% "
+        late = results[0].get("server_late_p99_ms", 0.0)
+        print(f"{n:>8} {min_fps:>8.2f} {p99:>12.1f}ms {late:>14.1f}ms {100 * cpu / wall:>12.0f}% "
               f"{1000 * cpu / max(frames, 1):>13.2f} {rss:>8.1f} {per_session:>11.1f}")
         if min_fps >= 24.0 and p99 <= 60.0 and not any(r["errors"] for r in results):
             sustained = n

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from livedh.errors import InvalidInputError, ProviderError
+from livedh.media.threads import lower_thread_priority
 
 _T = TypeVar("_T")
 
@@ -70,7 +71,9 @@ class ASREngine(ABC):
     def __init__(self, *, workers: int = 1) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livedh-asr")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="livedh-asr", initializer=lower_thread_priority
+        )
         self._jobs: set[Future[Any]] = set()
         self._closed = threading.Event()
 

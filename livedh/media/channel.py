@@ -57,6 +57,13 @@ class AVChannel:
         self._audio_ready = asyncio.Event()
         self._started = asyncio.Event()
         self._closed = False
+        #: how late (ms) the transport sent recent video frames after their due time
+        self.video_lateness_ms: deque[float] = deque(maxlen=1500)
+
+    def lateness_p99_ms(self) -> float:
+        if not self.video_lateness_ms:
+            return 0.0
+        return float(np.percentile(np.fromiter(self.video_lateness_ms, float), 99))
 
     # -- producer side --------------------------------------------------------------------
     async def wait_started(self) -> None:

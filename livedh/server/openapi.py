@@ -141,6 +141,7 @@ def openapi_document() -> dict[str, Any]:
                         "speaking": {"type": "boolean"}, "queued": {"type": "integer"},
                         "tts_engine": {"type": "string"}, "tts_voice": {"type": ["string", "null"]},
                         "frames_sent": {"type": "integer"}, "uptime": {"type": "number"},
+                        "video_late_p99_ms": {"type": "number"},
                         "errors": {"type": "array", "items": {"type": "object"}},
                     },
                 },

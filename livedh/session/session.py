@@ -79,6 +79,8 @@ class SessionState:
     tts_engine: str
     tts_voice: str | None
     frames_sent: int
+    #: p99 of how late video frames left the server after their due time (recent frames)
+    video_late_p99_ms: float
     uptime: float
     errors: list[dict[str, object]] = field(default_factory=list)
 
@@ -225,6 +227,7 @@ class Session:
             tts_engine=self.tts.name,
             tts_voice=self.voice,
             frames_sent=self._frames_sent,
+            video_late_p99_ms=round(self.channel.lateness_p99_ms(), 1),
             uptime=round(time.monotonic() - self._created, 3),
             errors=list(self.errors),
         )

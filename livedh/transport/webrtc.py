@@ -68,10 +68,12 @@ class ChannelVideoTrack(MediaStreamTrack):
                 frame.index, keyframe,
             )
             if packets:
-                await self._channel.clock.wait_until(frame.index / self._channel.fps)
+                late = await self._channel.clock.wait_until(frame.index / self._channel.fps)
+                self._channel.video_lateness_ms.append(late * 1000)
                 return packets[0] if len(packets) == 1 else _join(packets)
         # Frame i is due at start + i / fps on the session clock shared with the audio track.
-        await self._channel.clock.wait_until(frame.index / self._channel.fps)
+        late = await self._channel.clock.wait_until(frame.index / self._channel.fps)
+        self._channel.video_lateness_ms.append(late * 1000)
         out = av.VideoFrame.from_ndarray(frame.video, format=self._channel.video_format)
         out.pts = frame.index * self._ticks_per_frame
         out.time_base = Fraction(1, VIDEO_CLOCK_RATE)

@@ -15,6 +15,7 @@ import numpy as np
 
 from livedh.errors import InvalidInputError, LiveDHError, ModelFileError, ProviderError
 from livedh.media.pcm import PcmChunk
+from livedh.media.threads import lower_thread_priority
 from livedh.tts.base import TTSEngine
 from livedh.tts.text import split_sentences, validate_voice
 
@@ -56,7 +57,9 @@ class PiperTTS(TTSEngine):
             raise ValueError("threads and workers must be >= 1")
         self._model_path = model_path
         self._threads = threads
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livedh-tts")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="livedh-tts", initializer=lower_thread_priority
+        )
         self._voice: PiperVoice | None = None
         self._load_lock = threading.Lock()
         self._closed = threading.Event()
