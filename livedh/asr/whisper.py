@@ -190,7 +190,13 @@ class WhisperASR(ASREngine):
         finally:
             memo.value = None
         text = "".join(t for _, _, t in raw).strip()
-        parts = tuple(Segment(float(s), float(e), t.strip()) for s, e, t in raw if t.strip())
+        # Whisper's timestamp tokens can run past the audio (it predicts them on a 30 s
+        # window): clamp them, callers align segments with the audio they sent.
+        parts = tuple(
+            Segment(min(float(s), duration), min(float(e), duration), t.strip())
+            for s, e, t in raw
+            if t.strip()
+        )
         return Transcript(text, detected, parts, duration, partial)
 
     @staticmethod
