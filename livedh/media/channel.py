@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,27 +119,24 @@ class AVChannel:
             self.clock.start()
             self._started.set()
 
-    async def next_video(self) -> AVFrame:
+    async def _wait_for(self, queue: deque[Any], ready: asyncio.Event) -> None:
+        """Start the clock on first use; wait until ``queue`` has an item or the channel closes."""
         self._start()
-        while not self._video:
+        while not queue:
             if self._closed:
                 raise ChannelClosed
-            self._video_ready.clear()
-            await self._video_ready.wait()
+            ready.clear()
+            await ready.wait()
         if self._closed:
             raise ChannelClosed
+
+    async def next_video(self) -> AVFrame:
+        await self._wait_for(self._video, self._video_ready)
         return self._video.popleft()
 
     async def next_audio(self) -> tuple[int, np.ndarray]:
         """Return (block index, 20 ms of samples); block j is due at j * 20 ms."""
-        self._start()
-        while not self._audio:
-            if self._closed:
-                raise ChannelClosed
-            self._audio_ready.clear()
-            await self._audio_ready.wait()
-        if self._closed:
-            raise ChannelClosed
+        await self._wait_for(self._audio, self._audio_ready)
         index = self._audio_next_block
         self._audio_next_block += 1
         return index, self._audio.popleft()

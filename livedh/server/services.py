@@ -84,7 +84,9 @@ async def load_hearing(config: AppConfig) -> Hearing | None:
     from livedh.asr.whisper import WhisperASR
 
     try:
-        asr = WhisperASR(config.asr.model, language=config.asr.language)
+        # Greedy decoding: a live answer waits on this; beam search buys little on short turns.
+        # Two workers: a final transcript never queues behind a partial already running.
+        asr = WhisperASR(config.asr.model, language=config.asr.language, beam_size=1, workers=2)
         await asr.warmup()
         vad = await asyncio.get_running_loop().run_in_executor(None, SileroVADModel.load)
     except LiveDHError as exc:
