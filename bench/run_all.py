@@ -7,7 +7,13 @@ import sys
 import time
 
 BENCHES = ["bench.bench_render", "bench.bench_encode", "bench.bench_e2e"]
-OPTIONAL = ["bench.bench_engine", "bench.bench_conversation", "bench.bench_models", "bench.bench_asr", "bench.bench_kb"]
+OPTIONAL = [
+    "bench.bench_engine",
+    "bench.bench_conversation",
+    "bench.bench_models",
+    "bench.bench_asr",
+    "bench.bench_kb",
+]
 
 
 def main() -> int:
