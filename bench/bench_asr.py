@@ -24,24 +24,14 @@ from livedh.asr.models import shipped_models
 from livedh.asr.turns import EndOfTurn, TurnConfig, TurnDetector
 from livedh.asr.vad import SileroVADModel
 from livedh.asr.whisper import WhisperASR
-from livedh.media.pcm import StreamResampler
-from livedh.tts.piper import PiperTTS
+from livedh.testing.speech import synthesize
 
 SR = 16000
 UTTERANCE = "Could you tell me what the weather will be like tomorrow afternoon?"
 
 
 def speak(text: str) -> np.ndarray:
-    async def run() -> np.ndarray:
-        engine = PiperTTS()
-        resampler = StreamResampler(SR)
-        try:
-            pieces = [resampler.push(chunk) async for chunk in engine.synthesize(text)]
-        finally:
-            await engine.aclose()
-        return np.concatenate([*pieces, resampler.flush()])
-
-    return asyncio.run(run())
+    return synthesize([text])[0]
 
 
 def timed(work: Callable[[], object], repeats: int) -> list[float]:

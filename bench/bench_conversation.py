@@ -3,42 +3,18 @@ audio at the client (knowledge base, no LLM), and talking over the avatar -> sil
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import tempfile
-import wave
 from pathlib import Path
 
-import numpy as np
-
-from livedh.media.pcm import SESSION_SAMPLE_RATE, PcmChunk, StreamResampler
 from livedh.testing.live import live_server
 from livedh.testing.netns import netns_available
+from livedh.testing.speech import synthesize, write_wav
 
 KB = Path(__file__).resolve().parent.parent / "tests" / "data" / "kb"
 QUESTIONS = ["When are you open on Sunday?", "Where can I park my car?",
              "How do I connect to the Wi-Fi?"]
 MIN_SPEECH_S = 0.25  # the server's default voice duration before barge-in
-
-
-def synthesize(text: str, path: Path) -> None:
-    from livedh.tts.piper import PiperTTS
-
-    async def run() -> np.ndarray:
-        tts = PiperTTS()
-        resampler = StreamResampler(SESSION_SAMPLE_RATE)
-        parts = [resampler.push(PcmChunk(c.samples, c.sample_rate))
-                 async for c in tts.synthesize(text)]
-        parts.append(resampler.flush())
-        await tts.aclose()
-        return np.concatenate(parts)
-
-    samples = asyncio.run(run())
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SESSION_SAMPLE_RATE)
-        w.writeframes(samples.tobytes())
 
 
 def main() -> int:
@@ -48,12 +24,13 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        *questions, talk_over = synthesize([*QUESTIONS, "Sorry, stop for a moment please."])
         clips = []
-        for i, text in enumerate(QUESTIONS):
+        for i, samples in enumerate(questions):
             clips.append(tmp / f"q{i}.wav")
-            synthesize(text, clips[-1])
+            write_wav(clips[-1], samples)
         over = tmp / "over.wav"
-        synthesize("Sorry, stop for a moment please.", over)
+        write_wav(over, talk_over)
         with live_server(tmp, "--kb", str(KB)) as server:
             server.probe("--seconds", "1.5", "--say", "Ready.", "--say-at", "0.2")
             answers, silences, asr = [], [], []

@@ -36,8 +36,8 @@ from livedh.asr.turns import (
 from livedh.asr.vad import FRAME_SAMPLES, SileroVADModel, VADConfig
 from livedh.asr.whisper import WhisperASR
 from livedh.errors import InvalidInputError, ModelFileError, ProviderError
-from livedh.media.pcm import StreamResampler, decode_audio_bytes
-from livedh.tts.piper import PiperTTS
+from livedh.media.pcm import decode_audio_bytes
+from livedh.testing.speech import synthesize
 
 SR = 16000
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -116,20 +116,7 @@ def base_installed() -> bool:
 @pytest.fixture(scope="module")
 def speech() -> dict[str, np.ndarray]:
     """Piper's English voice for each of TEXTS, 16 kHz int16."""
-
-    async def synthesize() -> dict[str, np.ndarray]:
-        engine = PiperTTS()
-        out: dict[str, np.ndarray] = {}
-        try:
-            for key, text in TEXTS.items():
-                resampler = StreamResampler(SR)
-                pieces = [resampler.push(chunk) async for chunk in engine.synthesize(text)]
-                out[key] = np.concatenate([*pieces, resampler.flush()])
-        finally:
-            await engine.aclose()
-        return out
-
-    return asyncio.run(synthesize())
+    return dict(zip(TEXTS, synthesize(list(TEXTS.values())), strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from livedh.media.pcm import SESSION_SAMPLE_RATE, PcmChunk, StreamResampler
 from livedh.testing.live import live_server
 from livedh.testing.netns import netns_available
+from livedh.testing.speech import synthesize, write_wav
 
 pytestmark = [
     pytest.mark.netns,
@@ -22,34 +19,13 @@ pytestmark = [
 KB = Path(__file__).parent / "data" / "kb"
 
 
-def _speak_to_wav(text: str, path: Path) -> float:
-    """Synthesize ``text`` with the real piper voice into a 16 kHz wav; returns seconds."""
-    from livedh.tts.piper import PiperTTS
-
-    async def synth() -> np.ndarray:
-        tts = PiperTTS()
-        resampler = StreamResampler(SESSION_SAMPLE_RATE)
-        parts: list[np.ndarray] = []
-        async for chunk in tts.synthesize(text):
-            parts.append(resampler.push(PcmChunk(chunk.samples, chunk.sample_rate)))
-        parts.append(resampler.flush())
-        await tts.aclose()
-        return np.concatenate(parts)
-
-    samples = asyncio.run(synth())
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SESSION_SAMPLE_RATE)
-        w.writeframes(samples.tobytes())
-    return len(samples) / SESSION_SAMPLE_RATE
-
-
 def test_voice_question_is_answered_from_the_knowledge_base_and_talk_over_stops_it(tmp_path):
     question = tmp_path / "question.wav"
     talk_over = tmp_path / "talk_over.wav"
-    _speak_to_wav("When are you open on Sunday?", question)
-    _speak_to_wav("Wait, wait. I have another question about parking.", talk_over)
+    spoken = synthesize(["When are you open on Sunday?",
+                         "Wait, wait. I have another question about parking."])
+    write_wav(question, spoken[0])
+    write_wav(talk_over, spoken[1])
     with live_server(tmp_path, "--kb", str(KB)) as server:
         # Warm-up: the first whisper call and the first synthesis are slower.
         server.probe("--seconds", "1.5", "--say", "Ready.", "--say-at", "0.2")
