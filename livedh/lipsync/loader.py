@@ -26,8 +26,10 @@ def load_lipsync_model(config: AppConfig) -> LipSyncModel:
         from livedh.lipsync.photo import PhotoLipSync
 
         if config.avatar == "default":
-            return PhotoLipSync.from_dir(ensure_default_avatar(config.avatars_dir))
-        return PhotoLipSync.from_dir(config.avatars_dir / config.avatar)
+            folder = ensure_default_avatar(config.avatars_dir)
+        else:
+            folder = config.avatars_dir / config.avatar
+        return PhotoLipSync.from_dir(folder)
 
     from livedh.avatar.format import load_manifest
     from livedh.lipsync.neural import NeuralLipSync
@@ -50,7 +52,7 @@ def build_generator(config: AppConfig, avatar_dir: Path) -> FaceGenerator:
 
     settings = config.lipsync
     runtime_config = RuntimeConfig(kind=settings.runtime, device=settings.device)  # type: ignore[arg-type]
-    fps = config.session.fps
+    variant = "256" if config.model == "wav2lip256" else "96"
     if settings.runtime == "onnx":
         if settings.onnx is None or not settings.onnx.is_file():
             raise NotFoundError(
@@ -58,15 +60,16 @@ def build_generator(config: AppConfig, avatar_dir: Path) -> FaceGenerator:
                 "make one with `livedh model export`"
             )
         runtime = make_runtime(runtime_config, onnx_path=settings.onnx)
-        if config.model == "ultralight":
-            return UltralightGenerator(runtime, fps=fps)
-        return Wav2LipGenerator(runtime, size=256 if config.model == "wav2lip256" else 96, fps=fps)
-    if config.model == "ultralight":
+    elif config.model == "ultralight":
         weights = settings.weights or avatar_dir / "weights" / "ultralight.pth"
         ultralight = load_ultralight(weights, device=settings.device)
-        return UltralightGenerator(make_runtime(runtime_config, module=ultralight), fps=fps)
-    variant = "256" if config.model == "wav2lip256" else "96"
-    default_name = "wav2lip256.pth" if variant == "256" else "wav2lip.pth"
-    weights = settings.weights or config.models_dir / default_name
-    module = load_wav2lip(weights, variant, device=settings.device)  # type: ignore[arg-type]
-    return Wav2LipGenerator(make_runtime(runtime_config, module=module), size=int(variant), fps=fps)
+        runtime = make_runtime(runtime_config, module=ultralight)
+    else:
+        default_name = "wav2lip256.pth" if variant == "256" else "wav2lip.pth"
+        weights = settings.weights or config.models_dir / default_name
+        wav2lip = load_wav2lip(weights, variant, device=settings.device)  # type: ignore[arg-type]
+        runtime = make_runtime(runtime_config, module=wav2lip)
+    fps = config.session.fps
+    if config.model == "ultralight":
+        return UltralightGenerator(runtime, fps=fps)
+    return Wav2LipGenerator(runtime, size=int(variant), fps=fps)

@@ -122,9 +122,7 @@ async def delete_session(request: web.Request) -> web.Response:
 @routes.post(PREFIX + "/sessions/{sessionid}/say")
 async def say(request: web.Request) -> web.Response:
     session = request.app[SERVICES].sessions.get(request.match_info["sessionid"])
-    body = await read_json(request)
-    body.setdefault("type", body.get("mode", "echo"))
-    await speak(session, body)
+    await speak(session, await read_json(request))
     return ok()
 
 
