@@ -146,3 +146,34 @@ def mel_windows(audio_batch: np.ndarray, params: MelParams = WAV2LIP_MEL) -> np.
     """float32 (B, N) audio windows -> float32 (B, 1, 80, 16) Wav2Lip mel windows, one per frame
     (see ``MelFrontEnd.windows``)."""
     return _front_end(params).windows(audio_batch)
+
+
+
+def frame_audio_windows(
+    audio: np.ndarray, frame_count: int, fps: int, window: int, lookahead: int
+) -> np.ndarray:
+    """float32 (frame_count, window): for each video frame ``i`` the ``window`` samples of 16 kHz
+    ``audio`` that end ``lookahead`` samples after the frame's end, zero-padded outside the
+    audio. These are the windows the lip-sync engine hands a generator while streaming, so a
+    network trained on them sees at run time what it saw in training."""
+    x = np.asarray(audio, dtype=np.float32).reshape(-1)
+    hop = 16000 // fps
+    padded = np.pad(x, (window, window + lookahead + hop + max(0, frame_count * hop - len(x))))
+    ends = (np.arange(frame_count) + 1) * hop + lookahead + window
+    return padded[ends[:, None] - window + np.arange(window)[None, :]]
+
+
+def frame_mel_windows(
+    audio: np.ndarray, frame_count: int, fps: int, params: MelParams = WAV2LIP_MEL
+) -> np.ndarray:
+    """float32 (frame_count, 1, n_mels, columns): the mel window of every video frame of a clip
+    whose 16 kHz mono ``audio`` starts with frame 0, centred on the frame as the generators
+    centre it (``generators.centred_lookahead``)."""
+    window = params.window_samples
+    lookahead = max(0, (window - 16000 // fps) // 2)
+    front = _front_end(params)
+    windows = frame_audio_windows(audio, frame_count, fps, window, lookahead)
+    chunks = [front.windows(windows[i : i + 256]) for i in range(0, frame_count, 256)]
+    if not chunks:
+        return np.zeros((0, 1, params.n_mels, params.columns), np.float32)
+    return np.concatenate(chunks)
