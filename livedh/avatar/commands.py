@@ -5,6 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-def add_build_command(avatar_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_build_command(avatar_commands: argparse._SubParsersAction) -> None:
     """Registers ``build`` under ``livedh avatar``."""
     avatar_commands.add_parser("build", help="build an avatar from a video of a person")

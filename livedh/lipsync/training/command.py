@@ -5,6 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-def add_train_command(avatar_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_train_command(avatar_commands: argparse._SubParsersAction) -> None:
     """Registers ``train`` under ``livedh avatar``."""
     avatar_commands.add_parser("train", help="train an avatar's Ultralight lip-sync model")
