@@ -9,6 +9,7 @@ from pathlib import Path
 from livedh.config import (
     AppConfig,
     ASRConfig,
+    AvatarBuildConfig,
     LipSyncConfig,
     LLMConfig,
     ServerConfig,
@@ -25,6 +26,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent sessions before /offer answers 503")
     parser.add_argument("--max-upload-mb", type=float,
                         default=d.server.max_upload_bytes / 2**20, help="largest audio upload")
+    parser.add_argument("--max-video-mb", type=float,
+                        default=d.avatar_build.max_upload_bytes / 2**20,
+                        help="largest video upload for POST /api/v1/avatars")
     parser.add_argument("--fps", type=int, default=d.session.fps, help="video frames per second")
     parser.add_argument("--render-ahead", type=int, default=d.session.render_ahead,
                         help="frames rendered ahead of playback (latency vs jitter)")
@@ -33,8 +37,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--avatars-dir", type=Path, default=d.avatars_dir)
     parser.add_argument("--models-dir", type=Path, default=d.models_dir)
     parser.add_argument("--model", default=d.model,
-                        choices=["photo", "wav2lip", "wav2lip256", "ultralight"],
-                        help="lip-sync model (photo: the built-in photo avatar renderer)")
+                        choices=["auto", "photo", "wav2lip", "wav2lip256", "ultralight"],
+                        help="lip-sync model (auto: the one the avatar was built and trained for; "
+                             "photo: the built-in photo avatar renderer)")
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                         help="how neural models run")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -91,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         knowledge_dir=args.kb,
         lipsync=LipSyncConfig(runtime=args.runtime, device=args.device, weights=args.weights,
                               onnx=args.onnx, max_batch=args.batch),
+        avatar_build=AvatarBuildConfig(max_upload_bytes=int(args.max_video_mb * 2**20)),
         avatars_dir=args.avatars_dir,
         models_dir=args.models_dir,
         avatar=args.avatar,

@@ -98,6 +98,24 @@ class ServerConfig:
 
 
 @dataclass
+class AvatarBuildConfig:
+    """Avatar builds requested over HTTP (``POST /api/v1/avatars``)."""
+
+    #: largest video upload
+    max_upload_bytes: int = 2 * 1024**3
+    #: shortest footage accepted, seconds
+    min_seconds: float = 10.0
+    #: long side of the stored frames, pixels
+    max_side: int = 1280
+    #: crop recipe: the model the avatar is built (and trained) for
+    model: str = "ultralight"
+    #: builds running at once (each takes about one core per build step)
+    max_parallel: int = 1
+    #: CPU niceness of build processes: below the streaming sessions
+    nice: int = 10
+
+
+@dataclass
 class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
@@ -105,11 +123,13 @@ class AppConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     asr: ASRConfig = field(default_factory=ASRConfig)
     lipsync: LipSyncConfig = field(default_factory=LipSyncConfig)
+    avatar_build: AvatarBuildConfig = field(default_factory=AvatarBuildConfig)
     #: a folder of FAQ/Markdown files answered from (grounds the LLM when one is configured)
     knowledge_dir: Path | None = None
     avatars_dir: Path = PROJECT_ROOT / "avatars"
     models_dir: Path = PROJECT_ROOT / "models"
     #: avatar streamed by default; "default" is built from a public-domain photo on first use
     avatar: str = "default"
-    #: lip-sync model: photo (the embedded default); wav2lip|ultralight come with issue 3
-    model: str = "photo"
+    #: lip-sync model: auto (the one the avatar was built for), photo, wav2lip, wav2lip256,
+    #: ultralight
+    model: str = "auto"

@@ -40,6 +40,14 @@ class NotFoundError(LiveDHError):
     code = "not_found"
 
 
+class ConflictError(LiveDHError):
+    """The request clashes with the current state (an avatar already being built)."""
+
+    retryable = True
+    http_status = 409
+    code = "conflict"
+
+
 class CapacityError(LiveDHError):
     """The server is full; try again later."""
 

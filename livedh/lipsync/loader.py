@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 
 from livedh.config import AppConfig
-from livedh.errors import InvalidInputError, NotFoundError
+from livedh.errors import InvalidInputError, ModelFileError, NotFoundError
 from livedh.lipsync.base import LipSyncModel
 from livedh.lipsync.generator import FaceGenerator
 
 MODELS = ("photo", "wav2lip", "wav2lip256", "ultralight")
+AUTO = "auto"
+
+
+def resolve_model(config: AppConfig) -> str:
+    """``config.model``, or for ``auto`` the model the avatar was built (and trained) for: a
+    freshly built and trained avatar streams with ``--avatar NAME`` alone. Reads the manifest."""
+    if config.model != AUTO:
+        return config.model
+    from livedh.avatar.format import load_manifest
+
+    folder = config.avatars_dir / config.avatar
+    if config.avatar == "default" and not (folder / "avatar.json").is_file():
+        return "photo"  # built on first use
+    return load_manifest(folder).model
 
 
 def load_lipsync_model(config: AppConfig) -> LipSyncModel:
@@ -19,8 +34,10 @@ def load_lipsync_model(config: AppConfig) -> LipSyncModel:
     # Sessions run in parallel already; OpenCV's own thread pool would only fight them for the
     # cores (and break the one-core-per-renderer budget).
     cv2.setNumThreads(1)
+    if config.model == AUTO:
+        config = replace(config, model=resolve_model(config))
     if config.model not in MODELS:
-        raise InvalidInputError(f"unknown lip-sync model {config.model!r}; choose one of {MODELS}")
+        raise InvalidInputError(f"unknown lip-sync model {config.model!r}; choose one of {(AUTO, *MODELS)}")
     if config.model == "photo":
         from livedh.avatar.photo import ensure_default_avatar
         from livedh.lipsync.photo import PhotoLipSync
@@ -62,6 +79,11 @@ def build_generator(config: AppConfig, avatar_dir: Path) -> FaceGenerator:
         runtime = make_runtime(runtime_config, onnx_path=settings.onnx)
     elif config.model == "ultralight":
         weights = settings.weights or avatar_dir / "weights" / "ultralight.pth"
+        if settings.weights is None and not weights.is_file():
+            raise ModelFileError(
+                f"avatar {avatar_dir.name!r} has no trained Ultralight model ({weights} is missing): "
+                f"train it with `livedh avatar train {avatar_dir.name}`"
+            )
         ultralight = load_ultralight(weights, device=settings.device)
         runtime = make_runtime(runtime_config, module=ultralight)
     else:

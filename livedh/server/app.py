@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from livedh.config import AppConfig
-from livedh.server import api_v1, legacy
+from livedh.server import api_v1, avatars_api, legacy
+from livedh.server.avatar_jobs import AvatarJobs, remove_uploads
 from livedh.server.http import cors_middleware, errors_middleware
 from livedh.server.services import SERVICES, Services, build_services
 
@@ -29,9 +30,19 @@ def create_app(
         yield
         await services.aclose()
 
+    async def avatar_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+        remove_uploads(config.avatars_dir)
+        jobs = AvatarJobs(config.avatars_dir, config.avatar_build, config.session.fps)
+        app[avatars_api.AVATAR_JOBS] = jobs
+        yield
+        await jobs.aclose()
+
+    app[avatars_api.APP_CONFIG] = config
     app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(avatar_jobs_ctx)
     app.add_routes(legacy.routes)
     app.add_routes(api_v1.routes)
+    app.add_routes(avatars_api.routes)
 
     index = config.server.web_dir / "index.html"
 

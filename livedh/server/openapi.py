@@ -63,6 +63,27 @@ _SESSION_ID_BODY: dict[str, Any] = {
 }
 
 
+_JOB_ID: dict[str, Any] = {"name": "job_id", "in": "path", "required": True,
+                           "schema": {"type": "string"}}
+_AVATAR_UPLOAD: dict[str, Any] = {
+    "type": "object", "required": ["name", "file"],
+    "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                   "replace": {"type": "boolean"},
+                   "file": {"type": "string", "format": "binary"}},
+}
+_JOB: dict[str, Any] = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                   "state": {"enum": ["queued", "running", "done", "failed", "cancelled"]},
+                   "step": {"type": ["string", "null"]}, "done": {"type": "integer"},
+                   "total": {"type": "integer"}, "error": {"type": ["object", "null"]},
+                   "summary": {"type": ["object", "null"]}},
+}
+_JOB_ACCEPTED: dict[str, Any] = {
+    "type": "object", "properties": {"job": _JOB, "status_url": {"type": "string"}},
+}
+
+
 def openapi_document() -> dict[str, Any]:
     session = {"$ref": "#/components/schemas/Session"}
     return {
@@ -104,6 +125,17 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/sessions/{sessionid}/interrupt": {
                 "parameters": [_SID],
                 "post": _op("Stop the current speech everywhere in the pipeline", ok=_OK),
+            },
+            "/api/v1/avatars": {
+                "get": _op("Avatars on disk and build jobs", ok={"type": "object"}, errors=()),
+                "post": _op("Build an avatar from an uploaded video (background job)",
+                            body=_AVATAR_UPLOAD, ok=_JOB_ACCEPTED, status="202", multipart=True,
+                            errors=("400", "409", "413")),
+            },
+            "/api/v1/avatars/jobs/{job_id}": {
+                "parameters": [_JOB_ID],
+                "get": _op("Progress of a build job", ok=_JOB),
+                "delete": _op("Cancel a build job", ok=_JOB),
             },
             "/offer": {"post": _op("LiveTalking: open a session", body=_OFFER, ok=_ANSWER,
                                    errors=("400", "503"))},

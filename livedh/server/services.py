@@ -6,14 +6,14 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
 from livedh.config import AppConfig
 from livedh.errors import LiveDHError
 from livedh.lipsync.engine import LipSyncEngine
-from livedh.lipsync.loader import load_lipsync_model
+from livedh.lipsync.loader import load_lipsync_model, resolve_model
 from livedh.llm.base import ChatLLM
 from livedh.logs import log_event
 from livedh.session.hearing import Hearing, HearingConfig
@@ -99,6 +99,7 @@ async def load_hearing(config: AppConfig) -> Hearing | None:
 
 async def build_services(config: AppConfig) -> Services:
     loop = asyncio.get_running_loop()
+    config = replace(config, model=await loop.run_in_executor(None, resolve_model, config))
     # Building the default avatar runs a landmark model: keep it off the event loop.
     model = await loop.run_in_executor(None, load_lipsync_model, config)
     lipsync = LipSyncEngine(
