@@ -6,13 +6,14 @@ import importlib
 import sys
 import time
 
-BENCHES = ["bench.bench_render", "bench.bench_encode", "bench.bench_e2e"]
+BENCHES = ["bench.bench_render", "bench.bench_encode", "bench.bench_e2e", "bench.bench_avatar_build"]
 OPTIONAL = [
     "bench.bench_engine",
     "bench.bench_conversation",
     "bench.bench_models",
     "bench.bench_asr",
     "bench.bench_kb",
+    "bench.bench_train",
 ]
 
 

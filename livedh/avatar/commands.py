@@ -1,10 +1,101 @@
-"""`livedh avatar build`: the command line of livedh/avatar/build.py."""
+"""`livedh avatar build`: the command line of livedh/avatar/build.py.
+
+Imports stay light (no av, mediapipe or torch at import): livedh/cli.py imports this module for
+every command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def add_build_command(avatar_commands: argparse._SubParsersAction) -> None:
     """Registers ``build`` under ``livedh avatar``."""
-    avatar_commands.add_parser("build", help="build an avatar from a video of a person")
+    parser = avatar_commands.add_parser(
+        "build",
+        help="build an avatar from a video of a person",
+        description="Build a video avatar from a video of the person (at least --min-seconds long, "
+        "one face, facing the camera). Re-running after an interruption reuses finished steps.",
+    )
+    parser.add_argument("video", type=Path, help="the video file (MP4, MOV, MKV, WebM, ...)")
+    parser.add_argument("--name", required=True, help="avatar name (folder under --avatars-dir)")
+    parser.add_argument("--avatars-dir", type=Path, default=Path("avatars"))
+    parser.add_argument("--fps", type=int, default=25, help="frame rate of the avatar (default 25)")
+    parser.add_argument(
+        "--max-side", type=int, default=1280, help="long side of the stored frames in pixels (default 1280)"
+    )
+    parser.add_argument(
+        "--min-seconds", type=float, default=10.0, help="shortest video accepted (default 10 s)"
+    )
+    parser.add_argument(
+        "--model",
+        choices=("ultralight", "wav2lip"),
+        default="ultralight",
+        help="lip-sync model whose face crop the avatar uses (default ultralight)",
+    )
+    parser.add_argument("--restart", action="store_true", help="ignore the work of an unfinished build")
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar: progress bars on stderr; json: one JSON object per line on stdout "
+        '({"step", "done", "total"}, then {"done": true, "summary"} or {"error", "code"})',
+    )
+    parser.set_defaults(func=run_build)
+
+
+def _emit(data: dict[str, Any]) -> None:
+    print(json.dumps(data), flush=True)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Exit codes: 0 built, 2 bad input (message on stderr, or a JSON error line), 1 anything
+    else."""
+    from livedh.avatar.build import BuildParams, build_avatar
+    from livedh.errors import InvalidInputError, LiveDHError, NotFoundError
+
+    as_json = args.progress == "json"
+    progress: Any = _emit_progress if as_json else args.progress == "bar"
+    try:
+        params = BuildParams(
+            fps=args.fps, max_side=args.max_side, min_seconds=args.min_seconds, model=args.model
+        )
+        result = build_avatar(
+            args.video, args.name, args.avatars_dir, params, progress=progress, restart=args.restart
+        )
+    except LiveDHError as e:
+        bad_input = isinstance(e, InvalidInputError | NotFoundError)
+        if as_json:
+            _emit({"error": e.message, "code": e.code})
+        else:
+            print(f"livedh avatar build: {e.message}", file=sys.stderr)
+        return 2 if bad_input else 1
+    except Exception as e:
+        if as_json:
+            _emit({"error": f"{type(e).__name__}: {e}", "code": "internal_error"})
+        log.exception("avatar build failed")
+        return 1
+    summary = result.summary
+    if as_json:
+        _emit({"done": True, "path": str(result.path), "summary": summary})
+        return 0
+    face = summary["face"]
+    print(f"built avatar {args.name!r} in {result.path}")
+    print(
+        f"  {summary['frames']} frames {summary['width']}x{summary['height']} at {summary['fps']} fps, "
+        f"face in {100 * face['fraction']:.0f}% of frames ({face['height_px_median']:.0f} px tall), "
+        f"audio: {'yes' if summary['audio'] else 'no (can be streamed, not trained)'}, "
+        f"{summary['seconds']['total']:.1f} s"
+    )
+    return 0
+
+
+def _emit_progress(step: str, done: int, total: int) -> None:
+    _emit({"step": step, "done": done, "total": total})

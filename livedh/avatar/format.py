@@ -118,6 +118,16 @@ class AvatarManifest:
         return cls(**{**data, "mouth_box": (x0, y0, x1, y1)})
 
 
+def check_name(name: str) -> str:
+    """Returns ``name`` if it can name an avatar folder (no path separators, not hidden)."""
+    if not _NAME_RE.match(name):
+        raise InvalidInputError(
+            f"avatar name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class PhotoAvatar:
     """A loaded photo avatar: RGB uint8 image and its ``(478, 2)`` float32 pixel landmarks."""

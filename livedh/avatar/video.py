@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -326,6 +328,21 @@ def clip_mouth_box(landmarks: np.ndarray, width: int, height: int) -> tuple[int,
     )
 
 
+def interpolate_missing(found: Sequence[np.ndarray | None]) -> tuple[np.ndarray, list[int]]:
+    """Per-frame ``(478, 2)`` landmarks or None -> ``(N, 478, 2)`` float32 with the missing frames
+    filled in by linear interpolation between their neighbours (the nearest one at the ends),
+    and the missing frames' indices. Raises InvalidInputError when no frame has a face."""
+    have = [(i, p) for i, p in enumerate(found) if p is not None]
+    if not have:
+        raise InvalidInputError(f"no face found in any of the {len(found)} frames")
+    missing = [i for i, p in enumerate(found) if p is None]
+    known = np.stack([p for _, p in have]).reshape(len(have), -1)
+    out = np.empty((len(found), known.shape[1]), np.float64)
+    for j in range(known.shape[1]):
+        out[:, j] = np.interp(np.arange(len(found)), [i for i, _ in have], known[:, j])
+    return out.reshape(len(found), lm.NUM_LANDMARKS, 2).astype(np.float32), missing
+
+
 def detect_track(
     frames: Sequence[np.ndarray],
     detector: lm.FaceMeshDetector | None = None,
@@ -343,15 +360,7 @@ def detect_track(
     finally:
         if owned:
             det.close()
-    have = [(i, p) for i, p in enumerate(found) if p is not None]
-    if not have:
-        raise InvalidInputError(f"no face found in any of the {len(found)} frames")
-    missing = [i for i, p in enumerate(found) if p is None]
-    known = np.stack([p for _, p in have]).reshape(len(have), -1)
-    out = np.empty((len(found), known.shape[1]), np.float64)
-    for j in range(known.shape[1]):
-        out[:, j] = np.interp(np.arange(len(found)), [i for i, _ in have], known[:, j])
-    return out.reshape(len(found), lm.NUM_LANDMARKS, 2).astype(np.float32), missing
+    return interpolate_missing(found)
 
 
 # --- builder ---------------------------------------------------------------------------------
@@ -382,8 +391,7 @@ def write_video_avatar(
     """
     params = params or VideoBuildParams()
     started = time.monotonic()
-    if model not in NEURAL_MODELS:
-        raise InvalidInputError(f"video avatars need a neural model, one of {NEURAL_MODELS}; got {model!r}")
+    check_model(model)
     if not frames:
         raise InvalidInputError("a video avatar needs at least one frame")
     rgb = [lm.as_rgb_uint8(f) for f in frames]
@@ -407,6 +415,78 @@ def write_video_avatar(
         log.warning("no face in %d of %d frames; their landmarks are interpolated", len(missing), n)
     detected_s = time.monotonic() - started
 
+    return assemble_video_avatar(
+        Path(out_dir),
+        AvatarFrames(
+            width=width,
+            height=height,
+            count=n,
+            put=lambda i, path: save_image(path, rgb[i]),
+        ),
+        fps=fps,
+        name=name,
+        landmarks=landmarks,
+        model=model,
+        params=params,
+        preview_index=0,
+        summary={
+            "frames_without_face": missing,
+            "landmarks": "given" if given else "FaceMesh",
+            "seconds": {"landmarks": round(detected_s, 3)},
+        },
+        started=started,
+        source=source,
+        license=license,
+        progress=progress,
+    )
+
+
+def check_model(model: str) -> None:
+    if model not in NEURAL_MODELS:
+        raise InvalidInputError(f"video avatars need a neural model, one of {NEURAL_MODELS}; got {model!r}")
+
+
+@dataclass(frozen=True)
+class AvatarFrames:
+    """The footage an avatar is assembled from, wherever it lives: ``put(i, path)`` writes frame
+    ``i`` (``width`` x ``height``) as a JPEG file at ``path`` (encoding an array in memory, or
+    linking a file already on disk)."""
+
+    width: int
+    height: int
+    count: int
+    put: Callable[[int, Path], None]
+
+
+def assemble_video_avatar(
+    out_dir: Path,
+    frames: AvatarFrames,
+    *,
+    fps: int,
+    name: str,
+    landmarks: np.ndarray,
+    model: str,
+    params: VideoBuildParams,
+    preview_index: int,
+    summary: dict[str, Any],
+    started: float,
+    source: str,
+    license: str,
+    progress: bool | Callable[[int, int], None] = True,
+    extra: Callable[[Path], None] | None = None,
+    timings: Callable[[], dict[str, float]] | None = None,
+    source_duration_s: float | None = None,
+) -> AvatarManifest:
+    """The part of a video avatar build shared by ``write_video_avatar`` (frames in memory) and
+    ``livedh.avatar.build`` (frames on disk): from per-frame ``landmarks`` (no gaps) it computes
+    smoothed crop boxes and masks, and writes the folder ``out_dir`` atomically: frames, masks,
+    landmarks.npy, boxes.npy, preview.jpg (frame ``preview_index``), whatever ``extra(tmp)``
+    adds, summary.json (``summary`` merged over the assembly's own keys; ``seconds`` gets
+    ``timings()`` and the total since ``started``, and ``build_time_ratio`` the total over
+    ``source_duration_s``), the manifest last. ``progress``: a tqdm bar (bool) or a
+    ``(done, total)`` callback."""
+    n, width, height = frames.count, frames.width, frames.height
+    landmarks = np.asarray(landmarks, dtype=np.float32)
     raw = np.array([face_crop(p, model) for p in landmarks])
     boxes = square_boxes(smooth_track(raw, params.smooth_sigma), width, height)
     manifest = AvatarManifest(
@@ -429,42 +509,59 @@ def write_video_avatar(
 
     # masks follow the smoothed face, like the boxes, so their soft edge does not flicker
     smooth_lms = smooth_track(landmarks.reshape(n, -1), params.smooth_sigma).reshape(landmarks.shape)
+
+    def write_one(tmp: Path, i: int) -> None:
+        frames.put(i, tmp / frame_file(i))
+        if params.masks:
+            mask = lower_face_mask(
+                smooth_lms[i], width, height, chin_drop=params.mask_chin_drop, feather=params.mask_feather
+            )
+            save_gray(tmp / mask_file(i), mask)
+
     with building(Path(out_dir)) as tmp:
         (tmp / FRAMES_DIR).mkdir()
         if params.masks:
             (tmp / MASKS_DIR).mkdir()
-        for i in tqdm(range(n), desc=f"writing avatar {name}", disable=not progress):
-            save_image(tmp / frame_file(i), rgb[i])
-            if params.masks:
-                mask = lower_face_mask(
-                    smooth_lms[i],
-                    width,
-                    height,
-                    chin_drop=params.mask_chin_drop,
-                    feather=params.mask_feather,
-                )
-                save_gray(tmp / mask_file(i), mask)
-        save_array(tmp / "landmarks.npy", landmarks.astype(np.float32))
+        bar = tqdm(total=n, desc=f"writing avatar {name}", disable=progress is not True)
+        # cv2's encoders and filters release the GIL: two threads keep two cores busy
+        with bar, ThreadPoolExecutor(max_workers=2) as pool:
+            for done, _ in enumerate(pool.map(lambda i: write_one(tmp, i), range(n)), 1):
+                bar.update(1)
+                if callable(progress):
+                    progress(done, n)
+        save_array(tmp / "landmarks.npy", landmarks)
         save_array(tmp / "boxes.npy", boxes)
-        save_image(tmp / "preview.jpg", rgb[0])
-        save_json(
-            tmp / "summary.json",
-            {
-                "builder": VIDEO_BUILDER,
-                "model": model,
-                "frames": n,
-                "fps": fps,
-                "duration_s": round(n / fps, 3),
-                "frames_without_face": missing,
-                "landmarks": "given" if given else "FaceMesh",
-                "box_smoothing_sigma_frames": params.smooth_sigma,
-                "masks": params.masks,
-                "seconds": {
-                    "landmarks": round(detected_s, 3),
-                    "total": round(time.monotonic() - started, 3),
-                },
+        frames.put(preview_index, tmp / "preview.jpg")
+        if extra is not None:
+            extra(tmp)
+        sides = boxes[:, 2] - boxes[:, 0]
+        report: dict[str, Any] = {
+            "builder": VIDEO_BUILDER,
+            "model": model,
+            "frames": n,
+            "fps": fps,
+            "duration_s": round(n / fps, 3),
+            "width": width,
+            "height": height,
+            "frames_without_face": [],
+            "box_smoothing_sigma_frames": params.smooth_sigma,
+            "crop_side_px": {
+                "median": round(float(np.median(sides)), 1),
+                "min": round(float(sides.min()), 1),
+                "max": round(float(sides.max()), 1),
             },
-        )
+            "masks": params.masks,
+            **summary,
+        }
+        total = time.monotonic() - started
+        report["seconds"] = {
+            **summary.get("seconds", {}),
+            **(timings() if timings is not None else {}),
+            "total": round(total, 3),
+        }
+        if source_duration_s:
+            report["build_time_ratio"] = round(total / source_duration_s, 3)
+        save_json(tmp / "summary.json", report)
         write_manifest(tmp, manifest)  # last: a folder without a manifest is never trusted
     log.info("built video avatar %s (%d frames, %s) in %s", name, n, model, out_dir)
     return manifest

@@ -143,6 +143,10 @@ class AvatarJobs:
     async def _run(self, job: AvatarJob) -> None:
         process: asyncio.subprocess.Process | None = None
         stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
+        # the outcome the child reported; the job shows it only once the child is gone and the
+        # upload deleted, so "done" means everything is finished
+        outcome: dict[str, Any] = {}
+        state, error = "failed", None
         try:
             async with self._slots:
                 job.state = "running"
@@ -156,38 +160,45 @@ class AvatarJobs:
                 )
                 assert process.stdout is not None and process.stderr is not None
                 await asyncio.gather(
-                    self._read_progress(job, process.stdout),
+                    self._read_progress(job, process.stdout, outcome),
                     _tail(process.stderr, stderr_tail),
                 )
                 code = await process.wait()
-            if job.state == "running":  # no final line: the child died
-                job.state = "failed"
-                job.error = {
+            if "error" in outcome:
+                error = outcome["error"]
+            elif outcome.get("done") and code == 0:
+                state = "done"
+                job.summary = outcome.get("summary")
+            else:  # no final line: the child died
+                error = {
                     "code": "build_crashed",
                     "msg": f"the build process exited with code {code}",
                     "log": list(stderr_tail),
                 }
         except asyncio.CancelledError:
-            job.state = "cancelled"
+            state = "cancelled"
             raise
         except Exception as exc:  # a job failing must not take the server down
             log.exception("event=avatar_build_error job=%s", job.id)
-            job.state = "failed"
-            job.error = {"code": "internal_error", "msg": str(exc)}
+            error = {"code": "internal_error", "msg": str(exc)}
         finally:
             if process is not None and process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-            job.finished = time.time()
             job.video.unlink(missing_ok=True)
+            job.error = error
+            job.finished = time.time()
+            job.state = state
             self._tasks.pop(job.id, None)
             log_event(
                 log, "avatar_build_finished", job=job.id, avatar=job.name, state=job.state,
                 error=(job.error or {}).get("msg"),
             )  # fmt: skip
 
-    async def _read_progress(self, job: AvatarJob, stream: asyncio.StreamReader) -> None:
+    async def _read_progress(
+        self, job: AvatarJob, stream: asyncio.StreamReader, outcome: dict[str, Any]
+    ) -> None:
         async for raw in stream:
             try:
                 event = json.loads(raw)
@@ -196,11 +207,9 @@ class AvatarJobs:
             if not isinstance(event, dict):
                 continue
             if "error" in event:
-                job.state = "failed"
-                job.error = {"code": event.get("code", "invalid_input"), "msg": str(event["error"])}
+                outcome["error"] = {"code": event.get("code", "invalid_input"), "msg": str(event["error"])}
             elif event.get("done") is True:
-                job.state = "done"
-                job.summary = event.get("summary")
+                outcome.update(done=True, summary=event.get("summary"))
             elif "step" in event:
                 job.step = str(event["step"])
                 job.done = int(event.get("done", 0))
