@@ -1,6 +1,7 @@
 """Drive the page in headless Debian chromium (run inside the test's network namespace).
 
-Usage: python tests/browser_check.py URL SCREENSHOT.png  -> prints one JSON line of findings.
+Usage: python tests/browser_check.py URL SCREENSHOT.png MIC.wav [VIDEO.mp4]  -> prints one JSON
+line of findings. With VIDEO, the page's form also builds an avatar from it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ AUDIO_STATS = """async () => {
 }"""
 
 
-def main(url: str, screenshot: str, mic_wav: str) -> dict:
+def main(url: str, screenshot: str, mic_wav: str, video: str | None = None) -> dict:
     found: dict = {"console_errors": []}
     with sync_playwright() as p:
         flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={mic_wav}"]
@@ -85,9 +86,20 @@ def main(url: str, screenshot: str, mic_wav: str) -> dict:
             timeout=10000,
         )
         found["error_text"] = page.evaluate("document.getElementById('error-text').textContent")
+        if video is not None:
+            page.fill("#avatar-name", "me")
+            page.set_input_files("#avatar-file", video)
+            page.click("#avatar-build")
+            page.wait_for_function(
+                "document.getElementById('avatar-status').textContent.includes('is built')"
+                " || document.getElementById('error-text').textContent !== ''",
+                timeout=120000,
+            )
+            found["avatar_status"] = page.evaluate("document.getElementById('avatar-status').textContent")
+            found["avatar_error"] = page.evaluate("document.getElementById('error-text').textContent")
         browser.close()
     return found
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3])))
+    print(json.dumps(main(*sys.argv[1:5])))

@@ -11,6 +11,7 @@ import pytest
 
 from livedh.testing.live import live_server
 from livedh.testing.netns import netns_available
+from livedh.testing.talking_video import VideoSpec, write_talking_video
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,7 +23,10 @@ pytestmark = [
 
 
 def test_page_connects_plays_and_speaks(tmp_path):
-    with live_server(tmp_path) as server:
+    # a video for the page's "your own avatar" form: the default minimum is 10 s
+    video, _ = write_talking_video(tmp_path / "me.mp4", VideoSpec(seconds=10.5, size=(256, 256)))
+    avatars = tmp_path / "avatars"
+    with live_server(tmp_path, "--avatars-dir", str(avatars)) as server:
         shot = tmp_path / "page.png"
         silence = tmp_path / "mic.wav"  # the browser's microphone: quiet, so no barge-in
         with wave.open(str(silence), "wb") as w:
@@ -31,7 +35,7 @@ def test_page_connects_plays_and_speaks(tmp_path):
             w.setframerate(48000)
             w.writeframes(bytes(48000 * 2 * 10))
         done = server.run_python(
-            ["tests/browser_check.py", server.url, str(shot), str(silence)], timeout=120
+            ["tests/browser_check.py", server.url, str(shot), str(silence), str(video)], timeout=240
         )
         assert done.returncode == 0, done.stderr[-4000:]
         found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -51,3 +55,7 @@ def test_page_connects_plays_and_speaks(tmp_path):
         log = server.log()
         assert "event=speak_start" in log
         assert "event=hearing_start" in log  # the server receives and listens to the mic
+        # the form uploaded the video and followed the build job to its end
+        assert found["avatar_error"] == "", found
+        assert 'Avatar "me" is built (262 frames)' in found["avatar_status"], found
+        assert (avatars / "me" / "avatar.json").is_file()
