@@ -69,6 +69,7 @@ async def test_uploaded_video_builds_an_avatar_in_the_background(client, videos,
     assert listing["jobs"][0]["id"] == job["id"]
     avatar = VideoAvatar.load(tmp_path / "avatars" / "me", preload=False)
     assert avatar.manifest.model == "ultralight" and avatar.frame_count == 50
+    assert avatar.manifest.source == "uploaded video good.mp4"
     # the upload is the job's to delete once built
     assert list((tmp_path / "avatars" / ".uploads").iterdir()) == []
 

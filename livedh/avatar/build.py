@@ -806,12 +806,14 @@ def build_avatar(
     progress: bool | ProgressCallback = True,
     restart: bool = False,
     license: str = "unknown (provided by the user)",
+    source: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> BuildResult:
     """Builds ``avatars_dir/name`` from the video file ``video`` (see the module docstring), and
     returns its manifest and summary. Bad input raises InvalidInputError (or NotFoundError for a
     missing file) with a message for the person who filmed it. ``restart`` ignores the work of
-    an earlier, unfinished build. ``on_chunk(c)`` is called after each frames chunk is saved
+    an earlier, unfinished build. ``source`` describes the footage in the manifest (default: the
+    file's name). ``on_chunk(c)`` is called after each frames chunk is saved
     (tests use it to crash a build half-way)."""
     params = params or BuildParams()
     started = time.monotonic()
@@ -836,7 +838,7 @@ def build_avatar(
         steps = _Steps(work)
         try:
             result = _build(video, name, avatars_dir, params, info, work, steps, report, seconds, started,
-                            license, on_chunk)  # fmt: skip
+                            license, source or f"user video {video.name}", on_chunk)  # fmt: skip
         except InvalidInputError:
             # the input is unusable: nothing to resume
             shutil.rmtree(work, ignore_errors=True)
@@ -857,6 +859,7 @@ def _build(
     seconds: dict[str, float],
     started: float,
     license: str,
+    source: str,
     on_chunk: Callable[[int], None] | None,
 ) -> BuildResult:
     n = info.frame_count(params)
@@ -956,7 +959,7 @@ def _build(
             preview_index=preview,
             summary=summary,
             started=started,
-            source=f"user video {video.name}",
+            source=source,
             license=license,
             progress=lambda done, total: advance(1),
             extra=extra,

@@ -40,6 +40,8 @@ def add_build_command(avatar_commands: argparse._SubParsersAction) -> None:
         default="ultralight",
         help="lip-sync model whose face crop the avatar uses (default ultralight)",
     )
+    parser.add_argument("--source", default=None,
+                        help="where the footage comes from, for the manifest (default: the file name)")
     parser.add_argument("--restart", action="store_true", help="ignore the work of an unfinished build")
     parser.add_argument(
         "--progress",
@@ -68,7 +70,8 @@ def run_build(args: argparse.Namespace) -> int:
             fps=args.fps, max_side=args.max_side, min_seconds=args.min_seconds, model=args.model
         )
         result = build_avatar(
-            args.video, args.name, args.avatars_dir, params, progress=progress, restart=args.restart
+            args.video, args.name, args.avatars_dir, params, progress=progress, restart=args.restart,
+            source=args.source,
         )
     except LiveDHError as e:
         bad_input = isinstance(e, InvalidInputError | NotFoundError)

@@ -40,6 +40,8 @@ class AvatarJob:
     id: str
     name: str
     video: Path
+    #: the uploaded file's own name, for the avatar's manifest
+    filename: str = ""
     state: str = "queued"  # queued | running | done | failed | cancelled
     step: str | None = None
     done: int = 0
@@ -97,11 +99,11 @@ class AvatarJobs:
             raise NotFoundError(f"no avatar build job {job_id!r}")
         return job
 
-    def submit(self, name: str, video: Path) -> AvatarJob:
+    def submit(self, name: str, video: Path, filename: str = "") -> AvatarJob:
         """Queues a build of ``video`` (an upload this object now owns and deletes when done)."""
         if any(j.active and j.name == name for j in self._jobs.values()):
             raise ConflictError(f"avatar {name!r} is already being built")
-        job = AvatarJob(id=secrets.token_hex(6), name=name, video=Path(video))
+        job = AvatarJob(id=secrets.token_hex(6), name=name, video=Path(video), filename=filename)
         self._jobs[job.id] = job
         self._forget_old()
         self._tasks[job.id] = asyncio.create_task(self._run(job), name=f"avatar-build-{job.id}")
@@ -138,6 +140,7 @@ class AvatarJobs:
             "--min-seconds", str(c.min_seconds),
             "--model", c.model,
             "--progress", "json",
+            "--source", f"uploaded video {job.filename or job.video.name}",
         ]  # fmt: skip
 
     async def _run(self, job: AvatarJob) -> None:

@@ -61,6 +61,7 @@ async def build(request: web.Request) -> web.Response:
         raise InvalidInputError("send multipart/form-data with fields 'name' and 'file' (the video)")
     fields: dict[str, str] = {"name": request.query.get("name", ""), "replace": "false"}
     upload: Path | None = None
+    filename = ""
     try:
         async for part in await request.multipart():
             if not isinstance(part, BodyPartReader):
@@ -69,6 +70,7 @@ async def build(request: web.Request) -> web.Response:
                 if upload is not None:
                     raise InvalidInputError("send one 'file' per request")
                 upload = await _save_part(part, jobs, limit)
+                filename = Path(part.filename or "").name[:128]
             elif part.name in ("name", "replace"):
                 fields[part.name] = (await part.text()).strip()
         if upload is None:
@@ -78,7 +80,7 @@ async def build(request: web.Request) -> web.Response:
         if not replace and (config.avatars_dir / name).exists():
             raise ConflictError(f"avatar {name!r} exists; send replace=true to build it again")
         await asyncio.get_running_loop().run_in_executor(None, _probe, upload, config)
-        job = jobs.submit(name, upload)
+        job = jobs.submit(name, upload, filename)
     except BaseException:
         if upload is not None:
             upload.unlink(missing_ok=True)
