@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 
 import pytest
@@ -82,9 +83,15 @@ def test_sessions_release_everything_when_peers_leave(server):
     after = _idle_runtime(server)
     # Every task a session started is gone.
     assert after["tasks"] <= baseline["tasks"], (baseline, after)
-    # Threads belong to bounded shared pools (they may grow to their size, once), never to a
-    # session: ten more sessions leave no thread behind.
-    assert after["threads"] <= middle["threads"], (middle, after)
+    # Threads belong to bounded shared pools, never to a session: ten more sessions leave no
+    # thread behind. Thread pools start threads lazily (when all of theirs are busy), so a
+    # pool may still be growing after the first ten: each is held to its own size instead
+    # (services.py, WhisperASR workers=2, PiperTTS workers=2, asyncio's default executor).
+    cores = os.cpu_count() or 1
+    pool_sizes = {"livedh-encode": cores, "livedh-asr": 2, "livedh-tts": 2, "asyncio": min(32, cores + 4)}
+    counts_middle, counts_after = middle["thread_counts"], after["thread_counts"]
+    for pool, count in counts_after.items():
+        assert count <= max(counts_middle.get(pool, 0), pool_sizes.get(pool, 0)), (pool, middle, after)
     assert set(after["thread_names"]) <= {"MainThread", "asyncio", "livedh-asr", "livedh-encode",
                                           "livedh-lipsync", "livedh-tts"}, after
 

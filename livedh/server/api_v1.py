@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections import Counter
 
 from aiohttp import web
 
@@ -30,6 +31,11 @@ def _rss_mb() -> float | None:
     return None
 
 
+def _thread_counts() -> dict[str, int]:
+    """Live threads by pool (the name without its worker number)."""
+    return dict(Counter(t.name.rstrip("_0123456789") for t in threading.enumerate()))
+
+
 @routes.get(f"{PREFIX}/health")
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
@@ -44,7 +50,8 @@ async def health(request: web.Request) -> web.Response:
             "runtime": {
                 "tasks": len(asyncio.all_tasks()),
                 "threads": threading.active_count(),
-                "thread_names": sorted({t.name.rstrip("_0123456789") for t in threading.enumerate()}),
+                "thread_names": sorted(_thread_counts()),
+                "thread_counts": _thread_counts(),
                 "rss_mb": _rss_mb(),
             },
         }
