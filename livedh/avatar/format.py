@@ -24,6 +24,7 @@ import numpy as np
 
 from livedh.avatar.landmarks import NUM_LANDMARKS
 from livedh.errors import InvalidInputError, NotFoundError
+from livedh.files import atomic_file
 
 FORMAT_VERSION = 1
 MANIFEST = "avatar.json"
@@ -37,7 +38,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # temp folders of crashed builds older than this are removed by the next build
 _STALE_TEMP_S = 3600.0
-_FILE_MODE, _DIR_MODE = 0o644, 0o755
+_DIR_MODE = 0o755
 
 
 @dataclass(frozen=True)
@@ -217,30 +218,13 @@ def list_avatars(avatars_dir: Path) -> list[AvatarManifest]:
 # --- atomic writes ---------------------------------------------------------------------------
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """Yields a temp path next to ``path``; renamed onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600: others (a web server) must read avatars
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_manifest(avatar_dir: Path, manifest: AvatarManifest) -> None:
-    with _atomic_file(Path(avatar_dir) / MANIFEST) as tmp:
+    with atomic_file(Path(avatar_dir) / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
-    with _atomic_file(path) as tmp, open(tmp, "wb") as f:
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
 
 
@@ -249,7 +233,7 @@ def save_image(path: Path, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(Path(path).suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise InvalidInputError(f"{path}: cannot encode image of shape {rgb.shape}")
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_bytes(encoded.tobytes())
 
 
@@ -318,11 +302,11 @@ def save_gray(path: Path, gray: np.ndarray) -> None:
     ok, encoded = cv2.imencode(Path(path).suffix, gray)
     if not ok:
         raise InvalidInputError(f"{path}: cannot encode image of shape {gray.shape}")
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_bytes(encoded.tobytes())
 
 
 def save_json(path: Path, data: object) -> None:
     """Writes ``data`` as indented UTF-8 JSON (reports such as a video avatar's summary.json)."""
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

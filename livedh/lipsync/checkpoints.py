@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from livedh.errors import ModelFileError
+from livedh.files import atomic_file
 from livedh.lipsync.nets.ultralight import (
     ARCH as ULTRALIGHT_ARCH,
 )
@@ -156,10 +157,12 @@ def ultralight_checkpoint(model: Ultralight) -> dict[str, Any]:
 
 
 def save_ultralight(model: Ultralight, path: Path | str) -> None:
-    """Write ``model`` in our checkpoint format (loadable with ``load_ultralight``)."""
+    """Write ``model`` in our checkpoint format (loadable with ``load_ultralight``), atomically:
+    a server loading it meanwhile never reads half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ultralight_checkpoint(model), path)
+    with atomic_file(path) as tmp:
+        torch.save(ultralight_checkpoint(model), tmp)
 
 
 def _on_meta(build: Callable[[], M]) -> M:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from livedh.errors import InvalidInputError, NotConfiguredError
+from livedh.files import atomic_file
 from livedh.llm.base import ChatLLM, ChatMessage
 from livedh.llm.embeddings import Embedder
 from livedh.logs import log_event
@@ -434,28 +433,18 @@ def _read_cache(path: Path, embedder: Embedder) -> dict[bytes, np.ndarray]:
 
 def _write_cache(path: Path, embedder: Embedder, keys: list[bytes], vectors: np.ndarray) -> None:
     unique = dict(zip(keys, vectors, strict=True))
-    tmp: Path | None = None
     try:
-        # Temp file then rename: a crash mid-write never leaves a truncated cache behind.
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        tmp = Path(name)
-        with os.fdopen(fd, "wb") as f:
+        # A crash mid-write never leaves a truncated cache behind.
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 model=np.array(embedder.name),
                 keys=np.array(list(unique), dtype="S32"),
                 vectors=np.stack(list(unique.values())),
             )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
         # A read-only disk costs restart time, not the knowledge base.
         log_event(logger, "kb_cache_not_written", level=logging.WARNING, path=path, error=exc)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
 
 
 # --- chat models -----------------------------------------------------------------------------

@@ -34,9 +34,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from livedh.avatar.format import _atomic_file, load_manifest
+from livedh.avatar.format import load_manifest
 from livedh.errors import InvalidInputError, NotConfiguredError
-from livedh.lipsync.checkpoints import ultralight_checkpoint
+from livedh.files import atomic_file
+from livedh.lipsync.checkpoints import save_ultralight
 from livedh.lipsync.nets.ultralight import MASK_RECT, SIZE, Ultralight, UltralightConfig
 from livedh.lipsync.training import syncnet as sn
 from livedh.lipsync.training.data import WINDOW, TrainingData, check_trainable, load_training_data
@@ -298,7 +299,7 @@ def train_avatar(avatar_dir: Path, config: TrainConfig, *, restart: bool = False
     generator.eval()
     syncnet.eval()
     weights = avatar_dir / WEIGHTS
-    export_weights(generator, weights)
+    save_ultralight(generator, weights)
     report = evaluate_holdout(data, generator, syncnet, device, seed=settings.seed) if config.report else {}
     frames_seen = state.step * settings.batch_size * WINDOW
     report["training"] = {
@@ -495,7 +496,7 @@ def _save_checkpoint(path: Path, state: _State, settings: TrainSettings, data: T
         "generator_optimizer": state.g_opt.state_dict(),
         "syncnet_optimizer": state.s_opt.state_dict(),
     }
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
 
 
@@ -560,14 +561,6 @@ def _restore(state: _State, saved: dict[str, Any]) -> None:
     state.seconds.setdefault("syncnet", 0.0)
     state.seconds.setdefault("generator", 0.0)
     state.losses = {k: float(v) for k, v in saved.get("losses", {}).items()}
-
-
-def export_weights(generator: Ultralight, path: Path) -> None:
-    """The runtime's weights file (``checkpoints.save_ultralight``'s format), written atomically
-    so a running server never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_file(path) as tmp:
-        torch.save(ultralight_checkpoint(generator), tmp)
 
 
 def _write_report(path: Path, report: dict[str, Any]) -> None:
