@@ -123,8 +123,8 @@ def check_name(name: str) -> str:
     """Returns ``name`` if it can name an avatar folder (no path separators, not hidden)."""
     if not _NAME_RE.match(name):
         raise InvalidInputError(
-            f"avatar name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
+            f"avatar name {name!r} is not allowed: it must be 1-64 letters, digits, '_', '.' or "
+            "'-', starting with a letter or digit"
         )
     return name
 

@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from aiohttp import BodyPartReader, web
 
-from livedh.avatar.format import list_avatars
+from livedh.avatar.format import check_name, list_avatars
 from livedh.config import AppConfig
 from livedh.errors import ConflictError, InvalidInputError, PayloadTooLargeError
 from livedh.server.avatar_jobs import AvatarJobs
@@ -18,20 +18,14 @@ routes = web.RouteTableDef()
 PREFIX = "/api/v1/avatars"
 AVATAR_JOBS = web.AppKey("avatar_jobs", AvatarJobs)
 APP_CONFIG = web.AppKey("app_config", AppConfig)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 _CHUNK = 1 << 20
 
 
-def _check_name(name: str | None) -> str:
+def _check_name(name: str) -> str:
     if not name:
         raise InvalidInputError("give the avatar a name: form field or query parameter 'name'")
-    if not _NAME_RE.match(name):
-        raise InvalidInputError(
-            f"avatar name {name!r} must be 1-64 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    return check_name(name)
 
 
 @routes.get(PREFIX)
