@@ -7,9 +7,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from livedh.media.pcm import write_wav
 from livedh.testing.live import live_server
 from livedh.testing.netns import netns_available
-from livedh.testing.speech import synthesize, write_wav
+from livedh.testing.speech import synthesize
 
 KB = Path(__file__).resolve().parent.parent / "tests" / "data" / "kb"
 QUESTIONS = ["When are you open on Sunday?", "Where can I park my car?",

@@ -31,7 +31,7 @@ PROJECT_SECONDS = 180.0
 
 def synthetic_avatar(folder: Path, seconds: float, fps: int = 25) -> None:
     from livedh.avatar.video import write_video_avatar
-    from livedh.testing.speech import write_wav
+    from livedh.media.pcm import write_wav
     from livedh.testing.talking_video import speech_like_audio, talking_frames
 
     audio = speech_like_audio(seconds, seed=1)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from livedh.media.pcm import write_wav
 from livedh.testing.live import live_server
 from livedh.testing.netns import netns_available
-from livedh.testing.speech import synthesize, write_wav
+from livedh.testing.speech import synthesize
 
 pytestmark = [
     pytest.mark.netns,

@@ -33,7 +33,7 @@ from livedh.lipsync.training.trainer import (
     train_avatar,
     ultralight_inputs,
 )
-from livedh.testing.speech import write_wav
+from livedh.media.pcm import write_wav
 from livedh.testing.talking_video import speech_like_audio, talking_frames
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -33,7 +33,6 @@ import queue
 import shutil
 import threading
 import time
-import wave
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from livedh.avatar import landmarks as lm
-from livedh.avatar.format import AvatarManifest, check_name, save_array, save_json
+from livedh.avatar.format import AvatarManifest, check_name, load_array, save_array, save_json
 from livedh.avatar.video import (
     AvatarFrames,
     VideoBuildParams,
@@ -55,6 +54,7 @@ from livedh.avatar.video import (
     interpolate_missing,
 )
 from livedh.errors import ConflictError, InvalidInputError, NotFoundError
+from livedh.media.pcm import write_wav
 
 log = logging.getLogger(__name__)
 
@@ -299,11 +299,11 @@ class _Steps:
 
 
 def _load_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The array, or None when it is missing, unreadable or not ``shape`` (redo the step)."""
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        return load_array(path, shape)
+    except InvalidInputError:
         return None
-    return array if isinstance(array, np.ndarray) and array.shape == shape else None
 
 
 # --- audio -----------------------------------------------------------------------------------
@@ -334,15 +334,6 @@ def _read_audio(video: Path, info: VideoInfo, frame_count: int, fps: int) -> np.
     return np.pad(audio[:total], (0, max(0, total - len(audio))))
 
 
-def _write_wav(path: Path, audio: np.ndarray) -> None:
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).round().astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-
-
 def _audio_step(
     video: Path, info: VideoInfo, params: BuildParams, work: Path, steps: _Steps, frame_count: int
 ) -> tuple[dict[str, Any], bool]:
@@ -365,7 +356,7 @@ def _audio_step(
             return done, True
     steps.drop("audio")
     audio = _read_audio(video, info, frame_count, params.fps)
-    _write_wav(wav, audio)
+    write_wav(wav, (np.clip(audio, -1.0, 1.0) * 32767).round(), SAMPLE_RATE)
     mel = frame_mel_windows(audio, frame_count, params.fps).astype(np.float32)
     save_array(mel_path, mel)
     result = {
@@ -635,7 +626,7 @@ def _load_chunk(
     n = stop - start
     points = _load_npy(work / "chunks" / f"{c:04d}-landmarks.npy", (n, lm.NUM_LANDMARKS, 2))
     faces = _load_npy(work / "chunks" / f"{c:04d}-faces.npy", (n, 2))
-    if points is None or faces is None or not np.isfinite(points).all():
+    if points is None or faces is None:
         return None
     return _Chunk(start, stop, points.astype(np.float32), faces[:, 0] > 0, faces[:, 1].astype(int))
 

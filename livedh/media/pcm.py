@@ -4,7 +4,9 @@ decoding of uploaded files."""
 from __future__ import annotations
 
 import io
+import wave
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import numpy as np
@@ -107,3 +109,12 @@ def trim_leading_silence(
 
 def int16_to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / 32768.0
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = SESSION_SAMPLE_RATE) -> None:
+    """Mono int16 ``samples`` as a WAV file."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.asarray(samples).astype("<i2").tobytes())

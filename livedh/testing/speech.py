@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import wave
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -30,12 +28,3 @@ def synthesize(texts: Sequence[str]) -> list[np.ndarray]:
         return out
 
     return asyncio.run(run())
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = SESSION_SAMPLE_RATE) -> None:
-    """Mono int16 ``samples`` as a WAV file."""
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.astype(np.int16).tobytes())

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from livedh.avatar import landmarks as lm
-from livedh.avatar.format import load_manifest
+from livedh.avatar.format import load_array, load_manifest
 from livedh.avatar.video import VideoAvatar
 from livedh.errors import InvalidInputError
 from livedh.lipsync.blend import Compositor
@@ -161,13 +161,9 @@ def _mels(avatar_dir: Path, audio: np.ndarray, n: int, fps: int) -> np.ndarray:
     path = avatar_dir / MEL_FILE
     if path.is_file():
         try:
-            cached = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring %s (%s): recomputing the mel windows", path, exc)
-        else:
-            if cached.shape == (n, 1, 80, 16) and np.isfinite(cached).all():
-                return np.ascontiguousarray(cached, dtype=np.float32)
-            log.warning("ignoring %s of shape %s: recomputing the mel windows", path, cached.shape)
+            return np.ascontiguousarray(load_array(path, (n, 1, 80, 16)), dtype=np.float32)
+        except InvalidInputError as exc:
+            log.warning("ignoring %s (%s): recomputing the mel windows", path.name, exc)
     return frame_mel_windows(audio, n, fps)
 
 
