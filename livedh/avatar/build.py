@@ -939,7 +939,7 @@ def _build(
 
     t = time.monotonic()
     with report.step("assemble", n) as advance:
-        manifest = assemble_video_avatar(
+        manifest, final = assemble_video_avatar(
             avatars_dir / name,
             AvatarFrames(width=width, height=height, count=n, put=lambda i, path: _link(frame_path(i), path)),
             fps=params.fps,
@@ -958,8 +958,6 @@ def _build(
                              "assemble": round(time.monotonic() - t, 3)},
             source_duration_s=info.duration_s,
         )  # fmt: skip
-    summary_path = avatars_dir / name / "summary.json"
-    final = json.loads(summary_path.read_text(encoding="utf-8"))
     log.info(
         "built avatar %s: %d frames %dx%d, face in %s of frames, %.1f s for %.1f s of video",
         name, n, width, height, _pct(float(found.mean())), final["seconds"]["total"], info.duration_s,

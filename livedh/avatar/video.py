@@ -415,7 +415,7 @@ def write_video_avatar(
         log.warning("no face in %d of %d frames; their landmarks are interpolated", len(missing), n)
     detected_s = time.monotonic() - started
 
-    return assemble_video_avatar(
+    manifest, _ = assemble_video_avatar(
         Path(out_dir),
         AvatarFrames(
             width=width,
@@ -439,6 +439,7 @@ def write_video_avatar(
         license=license,
         progress=progress,
     )
+    return manifest
 
 
 def check_model(model: str) -> None:
@@ -476,7 +477,7 @@ def assemble_video_avatar(
     extra: Callable[[Path], None] | None = None,
     timings: Callable[[], dict[str, float]] | None = None,
     source_duration_s: float | None = None,
-) -> AvatarManifest:
+) -> tuple[AvatarManifest, dict[str, Any]]:
     """The part of a video avatar build shared by ``write_video_avatar`` (frames in memory) and
     ``livedh.avatar.build`` (frames on disk): from per-frame ``landmarks`` (no gaps) it computes
     smoothed crop boxes and masks, and writes the folder ``out_dir`` atomically: frames, masks,
@@ -484,7 +485,7 @@ def assemble_video_avatar(
     adds, summary.json (``summary`` merged over the assembly's own keys; ``seconds`` gets
     ``timings()`` and the total since ``started``, and ``build_time_ratio`` the total over
     ``source_duration_s``), the manifest last. ``progress``: a tqdm bar (bool) or a
-    ``(done, total)`` callback."""
+    ``(done, total)`` callback. Returns the manifest and the summary written."""
     n, width, height = frames.count, frames.width, frames.height
     landmarks = np.asarray(landmarks, dtype=np.float32)
     raw = np.array([face_crop(p, model) for p in landmarks])
@@ -564,4 +565,4 @@ def assemble_video_avatar(
         save_json(tmp / "summary.json", report)
         write_manifest(tmp, manifest)  # last: a folder without a manifest is never trusted
     log.info("built video avatar %s (%d frames, %s) in %s", name, n, model, out_dir)
-    return manifest
+    return manifest, report
