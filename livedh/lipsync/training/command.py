@@ -47,7 +47,7 @@ def train_command(args: argparse.Namespace) -> int:
     avatar_dir = Path(args.avatars_dir) / args.name
     try:
         from livedh.lipsync.training.report import format_report
-        from livedh.lipsync.training.trainer import TrainConfig, train_avatar, with_defaults
+        from livedh.lipsync.training.trainer import REPORT, TrainConfig, train_avatar, with_defaults
 
         config = with_defaults(
             TrainConfig(device=args.device, holdout=args.holdout, quick=args.quick),
@@ -66,6 +66,8 @@ def train_command(args: argparse.Namespace) -> int:
         return 130
     print(format_report(result.report))
     print(f"weights: {result.weights}")
-    print(f"report: {result.weights.parent / 'train_report.json'}")
-    print(f"serve it: livedh serve --model ultralight --avatar {args.name}")
+    print(f"report: {avatar_dir / REPORT}")
+    # --model auto (the default) picks the avatar's ultralight weights
+    where = "" if Path(args.avatars_dir) == Path("avatars") else f" --avatars-dir {args.avatars_dir}"
+    print(f"serve it: livedh serve --avatar {args.name}{where}")
     return 0
