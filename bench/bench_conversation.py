@@ -18,6 +18,10 @@ QUESTIONS = ["When are you open on Sunday?", "Where can I park my car?",
 MIN_SPEECH_S = 0.25  # the server's default voice duration before barge-in
 
 
+def _field(line: str, name: str) -> int:
+    return int(line.split(f"{name}=")[1].split()[0])
+
+
 def main() -> int:
     why = netns_available()
     if why:
@@ -34,7 +38,7 @@ def main() -> int:
         write_wav(over, talk_over)
         with live_server(tmp, "--kb", str(KB)) as server:
             server.probe("--seconds", "1.5", "--say", "Ready.", "--say-at", "0.2")
-            answers, silences, asr = [], [], []
+            answers, silences, after_vad, asr = [], [], [], []
             for clip in clips * 2:
                 r = server.probe("--seconds", "14", "--mic", "1.0", str(clip),
                                  "--talk-over", "1.5", str(over))
@@ -42,20 +46,31 @@ def main() -> int:
                     answers.append(r["answer_after_speech_end_ms"])
                 if r["silence_after_talk_over_ms"] is not None:
                     silences.append(r["silence_after_talk_over_ms"])
-            for line in server.log().splitlines():
-                if "event=transcript" in line and "asr_ms=" in line:
-                    asr.append(int(line.split("asr_ms=")[1].split()[0]))
+                if r["silence_after_barge_in_ms"] is not None:
+                    after_vad.append(r["silence_after_barge_in_ms"])
+            log = server.log().splitlines()
+    asr = [_field(line, "asr_ms") for line in log if "event=transcript" in line]
+    ready = [_field(line, "ready_ms") for line in log if "event=turn_released" in line]
+    dropped = sum("event=turn_dropped" in line for line in log)
     print("## voice conversation (piper-spoken questions as the client's microphone, KB, no LLM)")
     if answers:
-        print(f"end of speech -> first avatar audio at client: median "
+        print(f"end of the voice -> first avatar audio at client: median "
               f"{statistics.median(answers):.0f} ms (min {min(answers):.0f}, max {max(answers):.0f},"
-              f" n={len(answers)}); of which turn-end silence 500 ms and whisper (server) median "
-              f"{statistics.median(asr):.0f} ms")
+              f" n={len(answers)}); the turn ends after 500 ms of silence")
+    if asr:
+        print(f"  whisper per transcription (server): median {statistics.median(asr):.0f} ms, "
+              f"n={len(asr)}")
+    if ready:
+        print(f"  answers made during the pause: {len(ready)} played, {dropped} dropped; audio "
+              f"ready when the turn ended: median {statistics.median(ready):.0f} ms")
     if silences:
         med = statistics.median(silences)
         print(f"talk-over start -> avatar silent at client: median {med:.0f} ms "
-              f"(= {med - 1000 * MIN_SPEECH_S:.0f} ms after the {MIN_SPEECH_S * 1000:.0f} ms of voice "
-              f"that confirm it), n={len(silences)}")
+              f"(includes the {MIN_SPEECH_S * 1000:.0f} ms of voice that confirm it), "
+              f"n={len(silences)}")
+    if after_vad:
+        print(f"server's barge-in event at client -> avatar silent at client: median "
+              f"{statistics.median(after_vad):.0f} ms (max {max(after_vad):.0f}), n={len(after_vad)}")
     return 0
 
 

@@ -27,6 +27,8 @@ from livedh.asr.turns import (
     EndOfTurn,
     SpeechConfirmed,
     SpeechDiscarded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     TurnConfig,
     TurnDetector,
@@ -249,7 +251,7 @@ def test_two_sentences_with_a_pause_are_two_turns(
     events = feed(detector(vad_model), audio)
     turns = of_type(events, EndOfTurn)
     assert len(turns) == 2
-    assert [type(e) for e in events] == [SpeechStarted, SpeechConfirmed, EndOfTurn] * 2
+    assert [type(e) for e in events] == [SpeechStarted, SpeechConfirmed, SpeechPaused, EndOfTurn] * 2
     for turn, expected_start in zip(turns, (onset(s1, 0.5), onset(s2, t2)), strict=True):
         assert abs(turn.start - expected_start) < 0.15
         assert turn.t == pytest.approx(turn.end + 0.5, abs=0.04)
@@ -272,6 +274,31 @@ def test_short_pause_inside_a_sentence_does_not_split_it(vad_model: SileroVADMod
     assert turns[0].end > 0.5 + (len(speech["like"]) + 0.3 * SR) / SR  # reaches into "tea"
     # Control: the same pause splits the sentence when end_silence is shorter than it.
     assert len(of_type(feed(detector(vad_model, end_silence=0.2), audio), EndOfTurn)) == 2
+
+
+def test_a_pause_is_announced_before_the_turn_ends(vad_model: SileroVADModel, speech: dict) -> None:
+    """SpeechPaused comes after early_silence with the audio so far; voice inside the turn
+    withdraws it (SpeechResumed); the last pause before EndOfTurn holds the same speech."""
+    audio = np.concatenate([silence(0.5), speech["like"], silence(0.3), speech["tea"], silence(1.0)])
+    events = feed(detector(vad_model), audio)
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechConfirmed, SpeechPaused, SpeechResumed, SpeechPaused,
+                     EndOfTurn], kinds
+    first, resumed, last, end = events[2], events[3], events[4], events[5]
+    assert first.t == pytest.approx(first.end + 0.2, abs=0.04)
+    assert first.t < resumed.t < last.t
+    assert last.t == pytest.approx(last.end + 0.2, abs=0.04)
+    assert (last.start, last.end) == (end.start, end.end)
+    # The turn's audio is the paused audio plus the rest of the end-of-turn silence.
+    assert np.array_equal(end.audio[: len(last.audio)], last.audio)
+    assert (len(end.audio) - len(last.audio)) / SR == pytest.approx(end.t - last.t, abs=0.001)
+    # Off: no pause events, the same turn.
+    plain = feed(detector(vad_model, early_silence=None), audio)
+    assert [type(e) for e in plain] == [SpeechStarted, SpeechConfirmed, EndOfTurn]
+    assert plain[-1].end == end.end
+    with pytest.raises(ValueError, match="early_silence"):
+        TurnConfig(early_silence=0.0)
+    assert not of_type(feed(detector(vad_model, end_silence=0.2), audio), SpeechPaused)
 
 
 def test_blips_are_ignored(vad_model: SileroVADModel, speech: dict) -> None:
@@ -407,6 +434,51 @@ def test_partial_transcript_of_speech_so_far(tiny: WhisperASR, speech: dict) -> 
     assert word_recall(partial.text, TEXTS["market"]) >= 0.7, partial.text
     assert "milk" not in got
     assert tiny.transcribe(np.zeros(0, np.int16)).text == ""
+
+
+def test_short_window_agrees_with_the_full_window(tiny: WhisperASR, speech: dict) -> None:
+    """A short turn is encoded in a 10 s window instead of 30 s: same words, timed segments."""
+    full = WhisperASR(tiny.weights.files_dir, language="en", short_window=0)
+    try:
+        for key in ("weather", "walk", "like"):
+            audio = np.concatenate([silence(0.2), speech[key], silence(0.3)])
+            assert tiny._window_frames(len(audio)) == 1000
+            short, reference = tiny.transcribe(audio), full.transcribe(audio)
+            # Piper's voice varies a little from run to run: allow one word of difference.
+            assert word_recall(reference.text, short.text) >= 0.8, (short.text, reference.text)
+            assert word_recall(short.text, reference.text) >= 0.8, (short.text, reference.text)
+            # No repeats: whisper in a too-short window reads the sentence again and again.
+            assert len(words(short.text)) <= len(words(TEXTS[key])) + 1, short.text
+            assert short.segments and short.segments[-1].end <= short.duration
+    finally:
+        asyncio.run(full.aclose())
+
+
+def test_short_window_sizes_and_fallbacks(
+    tiny: WhisperASR, speech: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sr = 16000
+    assert tiny._window_frames(2 * sr) == 1000
+    assert tiny._window_frames(12 * sr) == 1500  # 12 s + 1 s of margin, in 5 s steps
+    assert tiny._window_frames(29 * sr) is None  # the full 30 s window
+    assert WhisperASR(tiny.weights.files_dir, short_window=0)._window_frames(sr) is None
+    with pytest.raises(ValueError, match="short_window"):
+        WhisperASR(tiny.weights.files_dir, short_window=31)
+    # Silence in a short window: whisper would read "you" into it; the no-speech rule drops it.
+    assert tiny.transcribe(silence(1.0)).text == ""
+    # A decode that runs away in the short window is redone on the full 30 s window.
+    windows: list[int] = []
+    real = tiny._transcribe_window
+
+    def runaway(model: object, samples: np.ndarray, code: object, window: int,
+                partial: bool) -> None:
+        windows.append(window)
+        assert real(model, samples, code, window, partial) is not None  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tiny, "_transcribe_window", runaway)
+    transcript = tiny.transcribe(speech["walk"])
+    assert windows == [1000]
+    assert word_recall(TEXTS["walk"], transcript.text) >= 0.8, transcript.text
 
 
 def test_recorded_english_radio(tiny: WhisperASR) -> None:

@@ -147,3 +147,48 @@ def test_trim_leading_silence_keeps_a_short_lead_in():
     trimmed = trim_leading_silence(samples, keep=160)
     assert len(trimmed) == len(samples) - 1600 + 160
     assert len(trim_leading_silence(np.zeros(500, np.int16))) == 0
+
+
+async def test_microphone_jitter_buffer_holds_one_packet():
+    """aiortc holds 4 audio packets (80 ms) before decoding; the server's microphone receiver
+    holds 1, so a packet is decoded as soon as the next one arrives."""
+    from aiortc import RTCPeerConnection
+    from aiortc.rtp import RtpPacket
+
+    from livedh.transport.webrtc import WebRTCPeer, shorten_audio_jitter_buffer
+
+    def packets_until_first_frame(buffer) -> int:
+        for seq in range(10):
+            packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+            packet._data = b"x"  # the receiver's depayloaded payload
+            _, frame = buffer.add(packet)
+            if frame is not None:
+                return seq
+        return -1
+
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio").receiver
+        default = receiver._RTCRtpReceiver__jitter_buffer
+        assert packets_until_first_frame(default) == 4
+        assert shorten_audio_jitter_buffer(receiver, 1)
+        assert packets_until_first_frame(receiver._RTCRtpReceiver__jitter_buffer) == 1
+        assert not shorten_audio_jitter_buffer(object(), 1)  # not an aiortc receiver: untouched
+    finally:
+        await pc.close()
+    # The peer applies it to the transceiver that receives the microphone.
+    from livedh.media.channel import AVChannel
+    from livedh.media.clock import MediaClock
+
+    peer = WebRTCPeer(AVChannel(MediaClock(), 25, 16000))
+    offer_pc = RTCPeerConnection()
+    try:
+        offer_pc.addTransceiver("video", direction="recvonly")
+        offer_pc.addTransceiver("audio", direction="sendrecv")
+        await offer_pc.setLocalDescription(await offer_pc.createOffer())
+        await peer.accept(offer_pc.localDescription.sdp, "offer")
+        audio = next(t for t in peer._pc.getTransceivers() if t.kind == "audio")
+        assert packets_until_first_frame(audio.receiver._RTCRtpReceiver__jitter_buffer) == 1
+    finally:
+        await offer_pc.close()
+        await peer.aclose()

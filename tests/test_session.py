@@ -211,3 +211,101 @@ async def test_a_renderer_slower_than_real_time_keeps_the_voice_on_time():
     assert distinct < 30
     await session.aclose()
     await engine.aclose()
+
+
+class _CountingASR:
+    """An ASREngine fake: answers every turn with the same text, after ``delay`` seconds."""
+
+    def __new__(cls, text: str, delay: float):
+        from livedh.asr.base import ASREngine, Transcript
+
+        class _ASR(ASREngine):
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []  # audio length of each call
+
+            def transcribe(self, audio, language=None, *, partial=False):
+                import time
+
+                time.sleep(delay)
+                if not partial:
+                    self.seconds.append(len(audio) / 16000)
+                return Transcript(text, "en", (), len(audio) / 16000, partial)
+
+        return _ASR()
+
+
+@pytest.fixture(scope="module")
+def halting_speech() -> list[np.ndarray]:
+    """Piper saying a sentence in two halves (a synchronous fixture: piper runs its own loop)."""
+    from livedh.testing.speech import synthesize
+
+    return synthesize(["I would like", "a cup of hot tea, please."])
+
+
+async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
+    engine, halting_speech
+):
+    """The person pauses mid-sentence (0.35 s: longer than early_silence, shorter than
+    end_silence) and goes on: that speculative answer is dropped without a trace. At the final
+    pause the answer is made while the turn-end silence runs, and plays when the turn ends."""
+    from livedh.asr.turns import EndOfTurn, TurnConfig, TurnDetector
+    from livedh.asr.vad import SileroVADModel
+    from livedh.llm.base import ChatLLM
+    from livedh.llm.history import ChatHistory
+    from livedh.session.hearing import Hearing, HearingConfig
+
+    first, second = halting_speech
+    silence = np.zeros(16000, np.int16)
+    mic = np.concatenate([silence[:4800], first, silence[:5600], second, silence, silence])
+    turn = TurnConfig(end_silence=0.5, early_silence=0.2)
+    vad = SileroVADModel.load()
+    offline = TurnDetector(turn, vad)
+    (end,) = [e for e in offline.push(mic) if isinstance(e, EndOfTurn)]
+    asr = _CountingASR("a cup of tea please", delay=0.05)
+    hearing = Hearing(vad, asr, HearingConfig(language="en", partial_interval=0, turn=turn))
+    ChatLLM.register(ScriptedLLM)
+    llm = ScriptedLLM("Here is your tea.")
+    tts = make_fake_tts()
+    session = Session(5, SessionConfig(), engine, tts, llm=llm,
+                      history=ChatHistory("be brief", 10), hearing=hearing)
+    events: list[dict] = []
+    session.emit = events.append
+    played_at: list[float] = []  # microphone seconds fed when speech reached the playout
+    fed = 0.0
+    answered = asyncio.Event()
+    push = session.playout.push
+
+    def spy_push(samples):
+        if len(samples):
+            played_at.append(fed)
+            answered.set()
+        push(samples)
+
+    session.playout.push = spy_push  # type: ignore[method-assign]
+
+    async def microphone():
+        nonlocal fed
+        for i in range(0, len(mic), 320):
+            await asyncio.sleep(0.01)  # 2x real time: room for ASR and TTS in the pause
+            yield mic[i : i + 320]
+            fed += 320 / 16000
+
+    session.attach_microphone(microphone())
+    await asyncio.wait_for(answered.wait(), timeout=10)
+    finals = [e for e in events if e["type"] == "transcript" and e["final"]]
+    assert len(finals) == 1, events
+    # A speculative transcription at each pause (the mid-sentence one at least), none at the
+    # turn end: the last one had 0.3 s less trailing silence than the turn's audio.
+    assert len(asr.seconds) >= 2, asr.seconds
+    assert asr.seconds[-1] == pytest.approx(len(end.audio) / 16000 - 0.3, abs=0.05)
+    assert asr.seconds[0] < asr.seconds[-1] - 1.0
+    # The dropped answers' LLM streams were closed; the history has one clean exchange.
+    assert len(llm.requests) == len(asr.seconds) and llm.closed >= 1
+    roles = [m["role"] for m in session._history.messages]  # type: ignore[union-attr]
+    assert roles == ["system", "user", "assistant"]
+    # Speech reached the playout when the turn ended (0.5 s after the voice stopped), all at
+    # once: what had been synthesized during the pause.
+    assert played_at[0] == pytest.approx(end.t, abs=0.03), (played_at, end.t)
+    assert tts.calls[-1] == "Here is your tea."
+    await session.aclose()

@@ -43,6 +43,11 @@ class TurnConfig:
     max_gap: float = 0.15
     #: silence (seconds) that ends a turn; shorter pauses stay inside it
     end_silence: float = 0.5
+    #: silence (seconds) after which the turn *may* be over (``SpeechPaused``): a session
+    #: starts transcribing and answering then, and plays the answer only if the turn does
+    #: end, so the wait for ``end_silence`` hides the recognition time. None (or a value not
+    #: below ``end_silence``): no such event.
+    early_silence: float | None = 0.2
     #: audio kept from before the detected onset, so the first syllable is not clipped
     pre_roll: float = 0.3
     #: a turn this long (seconds of speech) ends anyway: whisper sees 30 s at once, and a
@@ -65,6 +70,8 @@ class TurnConfig:
             raise ValueError("TurnConfig needs min_speech, max_gap, pre_roll >= 0 and end_silence > 0")
         if self.max_utterance <= self.min_speech:
             raise ValueError("TurnConfig.max_utterance must exceed min_speech")
+        if self.early_silence is not None and self.early_silence <= 0:
+            raise ValueError("TurnConfig.early_silence must be > 0 (or None)")
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,27 @@ class SpeechDiscarded:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """The person has been silent for ``early_silence``: the turn may be over. ``audio`` is the
+    turn so far (as ``EndOfTurn`` would give it, with less trailing silence). Either
+    ``SpeechResumed`` or ``EndOfTurn`` follows; with ``EndOfTurn`` and no ``SpeechResumed`` in
+    between, the person said nothing more, so what was made of ``audio`` stands."""
+
+    audio: np.ndarray = field(repr=False)
+    t: float
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Voice came back after ``SpeechPaused``, inside the same turn: drop what was made of the
+    paused audio."""
+
+    t: float
+
+
+@dataclass(frozen=True)
 class EndOfTurn:
     """The person finished a turn: transcribe ``audio``.
 
@@ -107,7 +135,9 @@ class EndOfTurn:
     forced: bool = False
 
 
-TurnEvent = SpeechStarted | SpeechConfirmed | SpeechDiscarded | EndOfTurn
+TurnEvent = (
+    SpeechStarted | SpeechConfirmed | SpeechDiscarded | SpeechPaused | SpeechResumed | EndOfTurn
+)
 
 
 def rms_level(samples: np.ndarray) -> float:
@@ -173,6 +203,7 @@ class TurnDetector:
     def _reset_turn(self) -> None:
         self._start: float | None = None
         self._confirmed = False
+        self._paused = False
         self._voiced = 0.0
         self._speech_end = 0.0
         self._audio: list[np.ndarray] = []
@@ -229,13 +260,24 @@ class TurnDetector:
         if not self._confirmed:
             return self._candidate(frame, pcm, speech)
         self._audio.append(pcm)
+        events: list[TurnEvent] = []
         if speech:
             self._speech_end = frame.end
-        if frame.end - self._speech_end >= self.config.end_silence - _EPS:
-            return [self._end_turn(frame.end, forced=False)]
+            if self._paused:
+                self._paused = False
+                events.append(SpeechResumed(frame.end))
+        silent = frame.end - self._speech_end
+        if silent >= self.config.end_silence - _EPS:
+            return [*events, self._end_turn(frame.end, forced=False)]
         if frame.end - self._start >= self.config.max_utterance - _EPS:
-            return [self._end_turn(frame.end, forced=True)]
-        return []
+            return [*events, self._end_turn(frame.end, forced=True)]
+        early = self.config.early_silence
+        if early is not None and not self._paused and silent >= early - _EPS:
+            self._paused = True
+            events.append(
+                SpeechPaused(np.concatenate(self._audio), frame.end, self._start, self._speech_end)
+            )
+        return events
 
     def _candidate(self, frame: VADFrame, pcm: np.ndarray, speech: bool) -> list[TurnEvent]:
         """A frame of voice that is not yet confirmed as speech."""

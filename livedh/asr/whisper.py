@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from pathlib import Path
@@ -26,6 +27,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # whisper's codes: "en", "zh", "haw", "yue"
+
+_HOP = 160  # samples per mel frame (10 ms)
+_FULL_WINDOW = 3000  # mel frames whisper was trained on (30 s)
+_WINDOW_STEP = 500  # short windows grow in 5 s steps
+#: faster-whisper's rule for "this window is silence, whatever was decoded" ...
+_NO_SPEECH_PROB = 0.6
+_NO_SPEECH_LOGPROB = -1.0
+#: ... and a surer one: in a short window whisper reads "you" into silence with a good score,
+#: at P(no speech) 0.95-0.99, while speech, even a cut-off word, stays under about 0.5
+_SURELY_NO_SPEECH_PROB = 0.8
 
 
 def _encoder_memo(model_class: type[WhisperModel]) -> type[WhisperModel]:
@@ -59,6 +70,12 @@ class WhisperASR(ASREngine):
         the engine; one worker with two threads uses a 2-core machine best).
     beam_size: beam width of final transcripts (partials are greedy).
     cache_dir: where split shipped weights are joined (the user's cache when None).
+    short_window: seconds of encoder window for short turns (0 turns it off). Whisper pads
+        every input to 30 s, and encoding those 30 s is most of the cost of a 2 s question
+        (370 of ~550 ms for tiny.en on 2 cores). A turn shorter than this is encoded in a
+        window of this length (longer turns in the next 5 s step), and decoded with timestamps,
+        which tell the decoder where the audio ends; windows much under 10 s make whisper
+        repeat itself. A decode that runs away falls back to the 30 s window.
     """
 
     name = "whisper"
@@ -73,9 +90,12 @@ class WhisperASR(ASREngine):
         workers: int = 1,
         beam_size: int = 5,
         cache_dir: Path | None = None,
+        short_window: float = 10.0,
     ) -> None:
         if threads < 1 or beam_size < 1:
             raise ValueError("threads and beam_size must be >= 1")
+        if not 0 <= short_window <= 30:
+            raise ValueError("short_window must be between 0 and 30 seconds")
         super().__init__(workers=workers)
         # Resolving here (cheap: no joining, no loading) makes a bad path fail at start-up.
         self.weights: WhisperWeights = resolve_model(model_dir)
@@ -85,6 +105,7 @@ class WhisperASR(ASREngine):
         self._workers = workers
         self._beam_size = beam_size
         self._cache_dir = cache_dir
+        self._short_frames = 2 * math.ceil(short_window * ASR_SAMPLE_RATE / _HOP / 2)
         self._model: WhisperModel | None = None
         self._load_lock = threading.Lock()
 
@@ -157,6 +178,15 @@ class WhisperASR(ASREngine):
             return Transcript("", code, (), 0.0, partial)
         model = self.load()
         samples = audio.astype(np.float32) / 32768.0
+        window = self._window_frames(len(samples))
+        if window is not None:
+            try:
+                short = self._transcribe_window(model, samples, code, window, partial)
+            except Exception as exc:  # CTranslate2's errors are untyped
+                log.exception("whisper transcription failed")
+                raise ProviderError(f"whisper transcription failed: {exc}", retryable=False) from exc
+            if short is not None:
+                return short
         options: dict[str, Any] = {
             "beam_size": 1 if partial else self._beam_size,
             "without_timestamps": partial,
@@ -198,6 +228,84 @@ class WhisperASR(ASREngine):
             if t.strip()
         )
         return Transcript(text, detected, parts, duration, partial)
+
+    def _window_frames(self, samples: int) -> int | None:
+        """The encoder window (mel frames) for audio this long; None for the full 30 s."""
+        if not self._short_frames:
+            return None
+        needed = samples // _HOP + 100  # and 1 s of silence, so the end is heard as an end
+        window = max(self._short_frames, math.ceil(needed / _WINDOW_STEP) * _WINDOW_STEP)
+        return window if window < _FULL_WINDOW else None
+
+    def _transcribe_window(
+        self, model: WhisperModel, samples: np.ndarray, code: str | None, window: int,
+        partial: bool,
+    ) -> Transcript | None:
+        """One decode of ``samples`` in a ``window``-frame encoder window (CTranslate2 directly).
+
+        None when the decode ran away (hit its length cap): the caller retries on 30 s.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        duration = len(samples) / ASR_SAMPLE_RATE
+        extractor = model.feature_extractor
+        features = extractor(samples, padding=window * _HOP - len(samples))[:, :window]
+        encoded = model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            to_cpu=False,
+        )
+        if code is None:
+            code = self._detected_language(model, encoded) or "en"
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=code
+        )
+        # About 3 tokens a second is usual speech; allow 4x that before calling it runaway.
+        limit = min(448, 20 + math.ceil(duration * 12))
+        prompt = list(tokenizer.sot_sequence)
+        result = model.model.generate(
+            encoded, [prompt], beam_size=1 if partial else self._beam_size, max_length=limit,
+            return_scores=True, return_no_speech_prob=True,
+        )[0]
+        tokens = result.sequences_ids[0]
+        if len(tokens) + len(prompt) >= limit:
+            log.info("whisper decode ran past %d tokens in a %d-frame window; retrying on 30 s",
+                     limit, window)
+            return None
+        average_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > _SURELY_NO_SPEECH_PROB or (
+            result.no_speech_prob > _NO_SPEECH_PROB and average_logprob < _NO_SPEECH_LOGPROB
+        ):
+            return Transcript("", code, (), duration, partial)
+        segments = self._timed_segments(tokenizer, tokens, duration)
+        text = " ".join(segment.text for segment in segments).strip()
+        return Transcript(text, code, segments, duration, partial)
+
+    @staticmethod
+    def _timed_segments(tokenizer: Any, tokens: list[int], duration: float) -> tuple[Segment, ...]:
+        """Split decoded tokens at their timestamp tokens; text timed past the audio (plus a
+        little slack) is the decoder reading on into the padding, and is dropped."""
+        segments: list[Segment] = []
+        text: list[int] = []
+        start = 0.0
+        for token in tokens:
+            if token < tokenizer.timestamp_begin:
+                text.append(token)
+                continue
+            at = (token - tokenizer.timestamp_begin) * 0.02
+            if at > duration + 0.3:
+                break
+            if text:
+                words = tokenizer.decode(text).strip()
+                if words:
+                    segments.append(Segment(min(start, duration), min(at, duration), words))
+                text = []
+            start = at
+        if text and start <= duration:
+            words = tokenizer.decode(text).strip()
+            if words:
+                segments.append(Segment(min(start, duration), duration, words))
+        return tuple(segments)
 
     @staticmethod
     def _detected_language(model: WhisperModel, encoding: Any) -> str | None:

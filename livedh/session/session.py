@@ -23,6 +23,8 @@ from livedh.asr.turns import (
     EndOfTurn,
     SpeechConfirmed,
     SpeechDiscarded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     TurnDetector,
     rms_level,
@@ -67,6 +69,26 @@ class Utterance:
     #: for chat answers: the list of sentences of this answer that reached the speaker
     spoken_log: list[str] | None = None
     requested_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _HeldTurn:
+    """A voice turn answered before it is known to be over (the person paused, see
+    ``SpeechPaused``). What the answer produces (events for the page, the answer's audio) waits
+    here: played when the turn ends, dropped if the person goes on talking."""
+
+    task: asyncio.Task[None] | None = None
+    audio: list[np.ndarray] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: history updates, made only if the answer is heard
+    records: list[Callable[[], None]] = field(default_factory=list)
+    state: Literal["held", "released", "dropped"] = "held"
+
+    def record(self, update: Callable[[], None]) -> None:
+        if self.state == "released":
+            update()
+        elif self.state == "held":
+            self.records.append(update)
 
 
 @dataclass
@@ -137,6 +159,8 @@ class Session:
         self._was_speaking = False
         #: when the request behind the speech about to play was made (for latency logs)
         self._pending_request_at: float | None = None
+        #: a voice turn being answered during the person's pause; None when there is none
+        self._held: _HeldTurn | None = None
         self._closed = False
         self._tasks = [
             asyncio.create_task(self._speaker_loop(), name=f"session-{sessionid}-speaker"),
@@ -149,25 +173,34 @@ class Session:
         text = self._check_text(text)
         if interrupt:
             self.interrupt()
+        self._drop_held("request")
         self._enqueue(Utterance(text=text, engine=self.tts, voice=self.voice))
 
     def play_audio(self, samples: np.ndarray, *, interrupt: bool = False) -> None:
         """Speak an uploaded recording (int16 mono at 16 kHz)."""
         if interrupt:
             self.interrupt()
+        self._drop_held("request")
         self._enqueue(Utterance(pcm=samples))
 
     async def chat(self, text: str, *, interrupt: bool = False) -> None:
         """Answer ``text`` through the LLM, speaking sentence by sentence as it streams."""
         text = self._check_text(text)
+        self._check_chat_configured()
+        if interrupt:
+            self.interrupt()
+        self._drop_held("request")
+        self._start_chat(text)
+
+    def _check_chat_configured(self) -> None:
         if self._llm is None or self._history is None:
             raise NotConfiguredError(
                 "chat mode needs an LLM endpoint: start the server with --llm-base-url "
                 "(or set LIVEDH_LLM_BASE_URL / OPENAI_BASE_URL), or use echo mode"
             )
-        if interrupt:
-            self.interrupt()
-        elif self._chat_task is not None and not self._chat_task.done():
+
+    def _start_chat(self, text: str) -> None:
+        if self._chat_task is not None and not self._chat_task.done():
             # A new question while answering: the newer one wins, like a person interrupting.
             self.interrupt()
         self._chat_task = self._child(self._chat(text, self._generation), "chat")
@@ -182,10 +215,25 @@ class Session:
     def _set_state(self, state: str) -> None:
         if state != self._state:
             self._state = state
-            self.emit({"type": "state", "state": state})
+            self._send({"type": "state", "state": state})
 
-    def interrupt(self) -> None:
-        """Barge-in: stop the current speech everywhere in the pipeline."""
+    def _send(self, event: dict[str, Any]) -> None:
+        """Every event for the page goes through here, so a held turn can hold its own."""
+        if self._held is not None:
+            self._held.events.append(event)
+        else:
+            self.emit(event)
+
+    def _play(self, samples: np.ndarray) -> None:
+        """Speech for the playout buffer (or for a held turn's, until the turn ends)."""
+        if self._held is not None:
+            self._held.audio.append(samples)
+        else:
+            self.playout.push(samples)
+
+    def _stop_answer(self) -> int:
+        """Cancel the answer being made (LLM stream, queued sentences, synthesis); returns
+        the number of utterances dropped from the queue."""
         self._generation += 1
         dropped = self._utterances.qsize()
         while not self._utterances.empty():
@@ -194,6 +242,40 @@ class Session:
             if task is not None:
                 task.cancel()
         self._chat_task = self._current_speech = None
+        return dropped
+
+    def _release_held(self) -> None:
+        """The turn ended as paused: play its answer (what is ready now, the rest as it comes)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        log_event(logger, "turn_released", self.id,
+                  ready_ms=round(sum(map(len, held.audio)) / SESSION_SAMPLE_RATE * 1000))
+        held.state = "released"
+        for update in held.records:
+            update()
+        for event in held.events:
+            self.emit(event)
+        for samples in held.audio:
+            self.playout.push(samples)
+
+    def _drop_held(self, reason: str) -> None:
+        """The person went on talking (or a newer request came): forget the held answer."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        held.state = "dropped"
+        if held.task is not None:
+            held.task.cancel()
+        self._stop_answer()
+        log_event(logger, "turn_dropped", self.id, reason=reason,
+                  held_ms=round(sum(map(len, held.audio)) / SESSION_SAMPLE_RATE * 1000))
+        self._set_state("listening")
+
+    def interrupt(self) -> None:
+        """Barge-in: stop the current speech everywhere in the pipeline."""
+        self._drop_held("interrupt")
+        dropped = self._stop_answer()
         pending_samples = len(self.playout)
         self.playout.clear()
         silenced = self.channel.silence_pending_audio()
@@ -238,7 +320,7 @@ class Session:
         self.errors.append(
             {"where": where, "msg": message, "retryable": retryable, "time": time.time()}
         )
-        self.emit({"type": "error", "where": where, "msg": message, "retryable": retryable})
+        self._send({"type": "error", "where": where, "msg": message, "retryable": retryable})
         log_event(logger, "error", self.id, logging.WARNING, where=where, error=message)
 
     async def aclose(self) -> None:
@@ -258,6 +340,7 @@ class Session:
         # sessions keep their buffers and encoders alive for a while (RSS creeps up).
         self.transport = None
         self.emit = _ignore_event
+        self._held = None
         # Finished tasks keep their CancelledError, whose traceback holds frames that hold us.
         self._tasks = []
         self._children.clear()
@@ -311,7 +394,7 @@ class Session:
         if utterance.spoken_log is not None and utterance.text is not None:
             utterance.spoken_log.append(utterance.text)
         if utterance.text is not None:
-            self.emit({"type": "subtitle", "text": utterance.text})
+            self._send({"type": "subtitle", "text": utterance.text})
         log_event(
             logger, "tts_start", self.id,
             source="text" if utterance.text is not None else "audio",
@@ -320,7 +403,7 @@ class Session:
         if len(self.playout) == 0 and not self._was_speaking:
             self._pending_request_at = utterance.requested_at
         if utterance.pcm is not None:
-            self.playout.push(utterance.pcm)
+            self._play(utterance.pcm)
             return
         assert utterance.engine is not None and utterance.text is not None
         resampler = StreamResampler(SESSION_SAMPLE_RATE)
@@ -336,15 +419,17 @@ class Session:
                 if trimming:
                     samples = trim_leading_silence(samples)
                     trimming = len(samples) == 0
-                self.playout.push(samples)
+                self._play(samples)
             if utterance.generation == self._generation:
-                self.playout.push(resampler.flush())
+                self._play(resampler.flush())
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def _chat(self, text: str, generation: int) -> None:
         assert self._llm is not None and self._history is not None
         history = self._history
+        # The history keeps only what was heard: a held answer's exchange waits with it.
+        record = self._held.record if self._held is not None else _now
         log_event(logger, "chat_start", self.id, chars=len(text))
         self._set_state("thinking")
         answer: list[str] = []
@@ -361,7 +446,7 @@ class Session:
                                             spoken_log=spoken))
         except asyncio.CancelledError:
             # Interrupted: the history keeps what the person actually heard.
-            history.add_partial(text, " ".join(spoken))
+            record(lambda: history.add_partial(text, " ".join(spoken)))
             raise
         except LiveDHError as exc:
             self.record_error(exc, "llm")
@@ -372,7 +457,7 @@ class Session:
                         engine=self.tts, voice=self.voice,
                     )
                 )
-        history.add_exchange(text, " ".join(answer))
+        record(lambda: history.add_exchange(text, " ".join(answer)))
         log_event(logger, "chat_end", self.id, sentences=len(answer))
 
     async def _hear(self, microphone: AsyncIterator[np.ndarray], hearing: Hearing) -> None:
@@ -396,13 +481,29 @@ class Session:
                     if config.barge_in and self.speaking:
                         log_event(logger, "barge_in", self.id)
                         self.interrupt()
+                        self._send({"type": "barge_in"})
                 elif isinstance(event, SpeechDiscarded):
                     heard = []
+                elif isinstance(event, SpeechPaused):
+                    if partial is not None:
+                        partial.cancel()  # the worker is needed for the turn itself
+                    # Answer now, play it if the turn ends (see _HeldTurn); not while the avatar
+                    # talks (no barge-in): that answer would queue behind it anyway.
+                    if self._held is None and not self.speaking:
+                        self._held = _HeldTurn()
+                        self._held.task = self._child(
+                            self._answer_turn(event.audio, language, hearing), "turn"
+                        )
+                elif isinstance(event, SpeechResumed):
+                    self._drop_held("resumed")
                 elif isinstance(event, EndOfTurn):
                     heard = []
                     if partial is not None:
                         partial.cancel()
-                    self._child(self._answer_turn(event.audio, language, hearing), "turn")
+                    if self._held is not None:
+                        self._release_held()
+                    else:
+                        self._child(self._answer_turn(event.audio, language, hearing), "turn")
             if (
                 config.partial_interval > 0 and detector.in_speech and heard
                 and detector.time - last_partial >= config.partial_interval
@@ -419,7 +520,7 @@ class Session:
         except LiveDHError:
             return  # a lost partial is harmless; the final one reports errors
         if transcript.text.strip():
-            self.emit({"type": "transcript", "final": False, "text": transcript.text.strip()})
+            self._send({"type": "transcript", "final": False, "text": transcript.text.strip()})
 
     async def _answer_turn(self, audio: np.ndarray, language: str | None,
                            hearing: Hearing) -> None:
@@ -435,11 +536,13 @@ class Session:
                   language=transcript.language)
         if not text:
             return
-        self.emit({"type": "transcript", "final": True, "text": text})
+        self._send({"type": "transcript", "final": True, "text": text})
         try:
-            await self.chat(text)
+            self._check_chat_configured()
         except LiveDHError as exc:
             self.record_error(exc, "chat")
+            return
+        self._start_chat(text)
 
     async def _render_loop(self) -> None:
         ahead = self.config.render_ahead
@@ -510,3 +613,7 @@ async def _trim_heap_soon() -> None:
 
 def _ignore_event(event: dict[str, Any]) -> None:
     """The event sink of a closed session."""
+
+
+def _now(update: Callable[[], None]) -> None:
+    update()

@@ -45,12 +45,15 @@ class ProbeResult:
     speech_seconds: float = 0.0
     first_audio_after_say_ms: float | None = None
     silence_after_interrupt_ms: float | None = None
-    #: microphone clips played: [start, end] client seconds after connecting
+    #: microphone clips played: [start, end, end of the voice in it] client seconds after
+    #: connecting
     mic_segments: list[list[float]] = field(default_factory=list)
-    #: end of the first clip -> first avatar speech at the client
+    #: end of the voice in the first clip -> first avatar speech at the client
     answer_after_speech_end_ms: float | None = None
     #: start of a later clip spoken over the avatar -> its audio silent
     silence_after_talk_over_ms: float | None = None
+    #: the server's barge-in event arriving (its VAD confirmed the talk-over) -> audio silent
+    silence_after_barge_in_ms: float | None = None
     #: events received on the data channel: [seconds after connecting, event]
     events: list[list[Any]] = field(default_factory=list)
     mouth_audio_corr: float | None = None
@@ -76,7 +79,7 @@ class ScriptedMicrophone(MediaStreamTrack):
         self._clips = sorted(clips, key=lambda c: c[0])
         self._start: float | None = None
         self._index = 0
-        self.played: list[list[float]] = []  # [start, end] monotonic times
+        self.played: list[list[float]] = []  # [start, end, voice end] monotonic times
 
     def play_in(self, delay: float, clip: np.ndarray) -> None:
         """Schedule ``clip`` ``delay`` seconds from now."""
@@ -97,13 +100,25 @@ class ScriptedMicrophone(MediaStreamTrack):
                 part = clip[offset : offset + 320]
                 block[: len(part)] = part
                 if offset == 0:
-                    self.played.append([due, due + len(clip) / 16000])
+                    end = due + len(clip) / 16000
+                    self.played.append([due, end, due + voice_end(clip)])
         frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = 16000
         frame.pts = self._index * 320
         frame.time_base = Fraction(1, 16000)
         self._index += 1
         return frame
+
+
+def voice_end(clip: np.ndarray) -> float:
+    """Seconds into ``clip`` where its voice ends: the end of its last 20 ms block louder than
+    SPEECH_RMS (recorded speech trails off into silence; the turn's wait starts at the voice)."""
+    blocks = len(clip) // 320
+    if not blocks:
+        return len(clip) / 16000
+    rms = np.sqrt(np.mean(clip[: blocks * 320].astype(np.float64).reshape(blocks, 320) ** 2, axis=1))
+    loud = np.flatnonzero(rms > SPEECH_RMS)
+    return (int(loud[-1]) + 1) * 0.02 if len(loud) else len(clip) / 16000
 
 
 class _CountingDecoder:
@@ -339,23 +354,23 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
         await pc.close()
     analyse(rec, result, say_time, interrupt_time)
     result.events = [[round(t - t0, 3), e] for t, e in received_events]
-    result.mic_segments = [[round(a - t0, 3), round(b - t0, 3)] for a, b in mic_played]
-    analyse_conversation(rec, result, mic_played)
+    result.mic_segments = [[round(t - t0, 3) for t in segment] for segment in mic_played]
+    analyse_conversation(rec, result, mic_played, received_events)
     return result
 
 
-def analyse_conversation(rec: _Recording, result: ProbeResult,
-                         played: list[list[float]]) -> None:
+def analyse_conversation(rec: _Recording, result: ProbeResult, played: list[list[float]],
+                         events: list[tuple[float, Any]]) -> None:
     """First clip: a question, answered by the avatar. Later clips: talking over the avatar."""
     if not played or not rec.audio:
         return
     audio = np.array(rec.audio)
     speech = audio[:, 3] > SPEECH_RMS
-    first_end = played[0][1]
-    answer = audio[(audio[:, 0] >= first_end) & speech]
+    voice_ended = played[0][2]
+    answer = audio[(audio[:, 0] >= voice_ended) & speech]
     if len(answer):
-        result.answer_after_speech_end_ms = round((answer[0, 0] - first_end) * 1000, 1)
-    for start, _ in played[1:]:
+        result.answer_after_speech_end_ms = round((answer[0, 0] - voice_ended) * 1000, 1)
+    for start, _, _ in played[1:]:
         before = audio[(audio[:, 0] >= start - 0.3) & (audio[:, 0] < start)]
         if not len(before) or not (before[:, 3] > SPEECH_RMS).any():
             continue  # the avatar was not speaking: nothing to interrupt
@@ -367,6 +382,9 @@ def analyse_conversation(rec: _Recording, result: ProbeResult,
         for i in range(len(after) - run):
             if quiet[i : i + run].all():
                 result.silence_after_talk_over_ms = round((after[i, 0] - start) * 1000, 1)
+                barge_in = [t for t, e in events if e.get("type") == "barge_in" and t >= start]
+                if barge_in:
+                    result.silence_after_barge_in_ms = round((after[i, 0] - barge_in[0]) * 1000, 1)
                 break
 
 

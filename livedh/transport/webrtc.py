@@ -12,7 +12,8 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -26,6 +27,24 @@ VIDEO_CLOCK_RATE = 90000
 MIC_SAMPLE_RATE = 16000
 #: label of the data channel the page opens for server events
 EVENTS_LABEL = "events"
+#: microphone packets aiortc holds before decoding (its default, 4, is 80 ms of audio)
+MIC_JITTER_PACKETS = 1
+
+
+def shorten_audio_jitter_buffer(receiver: RTCRtpReceiver, packets: int) -> bool:
+    """Hold only ``packets`` audio packets (20 ms each) in ``receiver``'s jitter buffer.
+
+    aiortc holds 4 (80 ms) before decoding anything, a delay that every turn end and every
+    barge-in would pay; speech recognition does not mind a late or lost packet the way a
+    listener does. aiortc has no setting for it, so this replaces the receiver's buffer (a
+    private attribute of aiortc 1.16); False, and aiortc's default, when that is not there.
+    """
+    attribute = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, attribute, None)
+    if not isinstance(current, JitterBuffer) or packets < 1:
+        return False
+    setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=packets))
+    return True
 
 
 class ChannelVideoTrack(MediaStreamTrack):
@@ -231,7 +250,10 @@ class WebRTCPeer:
         video.setCodecPreferences(preferred)
         # sendrecv: a page that sends its microphone gets it heard; aiortc answers sendonly to
         # an offer that only receives.
-        self._pc.addTransceiver(self._audio, direction="sendrecv")
+        audio = self._pc.addTransceiver(self._audio, direction="sendrecv")
+        if not shorten_audio_jitter_buffer(audio.receiver, MIC_JITTER_PACKETS):
+            logger.warning("aiortc's audio jitter buffer could not be shortened: the "
+                           "microphone is heard 80 ms later")
         try:
             offer = RTCSessionDescription(sdp=sdp, type=sdp_type)
             await self._pc.setRemoteDescription(offer)
