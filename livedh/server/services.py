@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -15,9 +16,11 @@ from livedh.errors import LiveDHError
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.lipsync.loader import load_lipsync_model, resolve_model
 from livedh.llm.base import ChatLLM
+from livedh.llm.sentences import split_text
 from livedh.logs import log_event
 from livedh.session.hearing import Hearing, HearingConfig
 from livedh.session.manager import SessionManager
+from livedh.tts.cache import CachingTTS
 from livedh.tts.registry import TTSRegistry
 
 logger = logging.getLogger("livedh.server")
@@ -32,8 +35,13 @@ class Services:
     llm: ChatLLM | None = None
     hearing: Hearing | None = None
     encode_pool: ThreadPoolExecutor | None = None
+    #: start-up work that goes on while the server already serves (the TTS prefill)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         await self.sessions.aclose()
         await self.lipsync.aclose()
         await self.tts.aclose()
@@ -92,7 +100,8 @@ async def load_hearing(config: AppConfig) -> Hearing | None:
     except LiveDHError as exc:
         log_event(logger, "hearing_off", level=logging.WARNING, reason=exc.message)
         return None
-    turn = TurnConfig(end_silence=config.asr.end_silence, min_speech=config.asr.min_speech)
+    turn = TurnConfig(end_silence=config.asr.end_silence, min_speech=config.asr.min_speech,
+                      early_silence=config.asr.early_silence)
     hearing_config = HearingConfig(config.asr.language, turn, barge_in=config.asr.barge_in)
     return Hearing(vad, asr, hearing_config)
 
@@ -119,4 +128,34 @@ async def build_services(config: AppConfig) -> Services:
         logger, "ready", model=config.model, avatar=config.avatar, tts=config.tts.engine,
         llm=config.llm.base_url or ("default" if config.llm.configured else "none"),
     )
-    return Services(config, tts, lipsync, sessions, llm, hearing, encode_pool)
+    services = Services(config, tts, lipsync, sessions, llm, hearing, encode_pool)
+    replies = _known_replies(llm)
+    if replies and tts.cache.max_bytes:
+        services.background.append(asyncio.create_task(
+            _prefill(tts.get(None), replies, config.tts.voice), name="tts-prefill"
+        ))
+    return services
+
+
+def _known_replies(llm: ChatLLM | None) -> list[str]:
+    """The first sentence of every reply an offline knowledge base can give (a session speaks
+    a reply sentence by sentence, and the first is what the person waits for)."""
+    from livedh.llm.knowledge import KnowledgeAnswerer
+
+    if not isinstance(llm, KnowledgeAnswerer):
+        return []
+    return [sentences[0] for sentences in map(split_text, llm.replies()) if sentences]
+
+
+async def _prefill(tts: CachingTTS, texts: list[str], voice: str | None) -> None:
+    """Synthesize the knowledge base's replies into the phrase cache, at the TTS workers' low
+    priority, so a kiosk's answers start at once; sessions are served meanwhile."""
+    started = time.monotonic()
+    try:
+        done = await tts.prefill(texts, voice)
+    except LiveDHError as exc:
+        log_event(logger, "tts_prefill_failed", level=logging.WARNING, error=exc.message)
+        return
+    log_event(logger, "tts_prefill", engine=tts.name, texts=done,
+              seconds=round(time.monotonic() - started, 1),
+              cache_mb=round(tts.cache_bytes / 2**20, 1))

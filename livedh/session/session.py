@@ -52,6 +52,9 @@ from livedh.tts.base import TTSEngine
 
 logger = logging.getLogger(__name__)
 
+#: seconds of silence after which no partial transcript starts (see _hear)
+_PARTIAL_QUIET = 0.1
+
 SpeakMode = Literal["echo", "chat"]
 
 
@@ -508,6 +511,9 @@ class Session:
                 config.partial_interval > 0 and detector.in_speech and heard
                 and detector.time - last_partial >= config.partial_interval
                 and (partial is None or partial.done())
+                # Only while the voice goes on: a partial still running when the person pauses
+                # shares the CPU with the transcription of the turn, the one they wait for.
+                and detector.silent_for < _PARTIAL_QUIET
             ):
                 last_partial = detector.time
                 partial = self._child(

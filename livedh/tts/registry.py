@@ -9,7 +9,7 @@ from pathlib import Path
 
 from livedh.config import TTSConfig
 from livedh.errors import InvalidInputError, LiveDHError
-from livedh.tts.base import TTSEngine
+from livedh.tts.cache import CachingTTS, PhraseCache
 from livedh.tts.edge import EdgeTTS
 from livedh.tts.espeak import EspeakTTS
 from livedh.tts.piper import PiperTTS
@@ -28,13 +28,18 @@ ENGINE_NAMES = tuple(_ENGINES)
 
 
 class TTSRegistry:
-    """Engines by name. One engine per (name, model) is created on first use and shared."""
+    """Engines by name. One engine per (name, model) is created on first use and shared, behind
+    one phrase cache for all of them."""
 
     def __init__(self, config: TTSConfig) -> None:
         self._check_name(config.engine)
         validate_voice(config.voice)
+        if config.cache_mb < 0:
+            raise InvalidInputError("the TTS cache size must be 0 MB or more")
         self._config = config
         self._engines: dict[tuple[str, Path | None], _Engine] = {}
+        self._cached: dict[tuple[str, Path | None], CachingTTS] = {}
+        self.cache = PhraseCache(config.cache_mb * 2**20)
         self._closed = False
 
     @staticmethod
@@ -42,16 +47,24 @@ class TTSRegistry:
         """Check a caller's voice name (length, charset); None or blank means the default."""
         return validate_voice(voice)
 
-    def get(self, name: str | None = None) -> TTSEngine:
-        """The engine called ``name`` (None: the configured default)."""
-        return self._get(name)
+    def get(self, name: str | None = None) -> CachingTTS:
+        """The engine called ``name`` (None: the configured default), behind the cache."""
+        engine = self._get(name)
+        key = self._key(engine.name)
+        cached = self._cached.get(key)
+        if cached is None or cached.inner is not engine:
+            cached = self._cached[key] = CachingTTS(engine, self.cache)
+        return cached
+
+    def _key(self, name: str) -> tuple[str, Path | None]:
+        return (name, self._config.piper_model if name == "piper" else None)
 
     def _get(self, name: str | None) -> _Engine:
         name = self._config.engine if name is None else name
         self._check_name(name)
         if self._closed:
             raise LiveDHError("the TTS engines are shut down")
-        key = (name, self._config.piper_model if name == "piper" else None)
+        key = self._key(name)
         engine = self._engines.get(key)
         if engine is None:
             engine = self._engines[key] = _ENGINES[name][1](self._config)
@@ -85,6 +98,7 @@ class TTSRegistry:
         """Close every engine created so far. Idempotent."""
         self._closed = True
         engines, self._engines = list(self._engines.values()), {}
+        self._cached = {}
         results = await asyncio.gather(*(e.aclose() for e in engines), return_exceptions=True)
         for engine, result in zip(engines, results, strict=True):
             if isinstance(result, BaseException):
