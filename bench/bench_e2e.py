@@ -142,7 +142,10 @@ def main() -> int:
     if why:
         print(f"skipped: {why}")
         return 0
-    with tempfile.TemporaryDirectory() as tmp, live_server(Path(tmp), "--max-sessions", "32") as srv:
+    # The phrase cache is off: every trial says the same sentence, and each must synthesize it.
+    with tempfile.TemporaryDirectory() as tmp, live_server(
+        Path(tmp), "--max-sessions", "32", "--tts-cache-mb", "0"
+    ) as srv:
         srv.probe("--seconds", "2", "--say", "Warm up.", "--say-at", "0.3")
         idle = wait_idle(srv)
         print(f"idle server: RSS {idle['runtime']['rss_mb']} MB, {idle['runtime']['tasks']} tasks, "

@@ -75,12 +75,12 @@ class AVChannel:
         if self._closed:
             return
         self._video.append(frame)
-        # Audio blocks are split from each frame's samples; the block index follows the frame's.
-        blocks = np.split(frame.audio, self.samples_per_frame // self.samples_per_block)
-        self._audio.extend(blocks)
+        # Audio blocks are cut from each frame's samples; the block index follows the frame's.
+        step = self.samples_per_block
+        self._audio.extend(frame.audio[i : i + step] for i in range(0, self.samples_per_frame, step))
         while len(self._video) > self._max_frames:
             self._video.popleft()
-        max_blocks = self._max_frames * len(blocks)
+        max_blocks = self._max_frames * (self.samples_per_frame // step)
         while len(self._audio) > max_blocks:
             self._audio.popleft()
             self._audio_next_block += 1
@@ -136,7 +136,13 @@ class AVChannel:
 
     async def next_audio(self) -> tuple[int, np.ndarray]:
         """Return (block index, 20 ms of samples); block j is due at j * 20 ms."""
+        index, blocks = await self.next_audio_blocks(1)
+        return index, blocks[0]
+
+    async def next_audio_blocks(self, most: int) -> tuple[int, list[np.ndarray]]:
+        """Return (index of the first block, 1 to ``most`` consecutive blocks): those ready."""
         await self._wait_for(self._audio, self._audio_ready)
         index = self._audio_next_block
-        self._audio_next_block += 1
-        return index, self._audio.popleft()
+        blocks = [self._audio.popleft() for _ in range(min(most, len(self._audio)))]
+        self._audio_next_block += len(blocks)
+        return index, blocks

@@ -66,3 +66,47 @@ class H264Encoder:
             packet.pts = packet.dts = index * self._ticks
             packet.time_base = Fraction(1, VIDEO_CLOCK_RATE)
         return packets
+
+
+#: Opus's RTP clock is 48 kHz whatever the audio's own rate
+OPUS_CLOCK_RATE = 48000
+
+
+class OpusEncoder:
+    """Mono Opus for a session's 16 kHz speech, one 20 ms block at a time; blocking, not
+    thread-safe (one stream). aiortc's own encoder resamples to 48 kHz stereo at 96 kbit/s and
+    runs one executor job per 20 ms block; speech at 16 kHz needs neither, and this one
+    encodes the blocks of a frame in one job."""
+
+    def __init__(self, sample_rate: int = 16000, block_samples: int = 320,
+                 bitrate: int = 32_000) -> None:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.format = "s16"
+        codec.layout = "mono"
+        codec.sample_rate = sample_rate
+        codec.time_base = Fraction(1, sample_rate)
+        codec.bit_rate = bitrate
+        codec.options = {"application": "voip", "frame_duration": "20"}
+        codec.open()
+        if codec.frame_size != block_samples:
+            raise ValueError(f"Opus takes {codec.frame_size}-sample frames, not {block_samples}")
+        self._codec = codec
+        self._rate = sample_rate
+        self._block = block_samples
+        self._ticks = OPUS_CLOCK_RATE * block_samples // sample_rate
+
+    def encode(self, first_index: int, blocks: list[np.ndarray]) -> list[av.Packet]:
+        """One packet per block: block ``first_index + j`` gets RTP time (index) * 20 ms."""
+        packets: list[av.Packet] = []
+        for j, block in enumerate(blocks):
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = self._rate
+            frame.pts = (first_index + j) * self._block
+            frame.time_base = Fraction(1, self._rate)
+            # libopus returns exactly one packet per 20 ms frame (its look-ahead delay shifts
+            # the audio by 6.5 ms, as aiortc's encoder does): time them by block index.
+            for packet in self._codec.encode(frame):
+                packet.pts = (first_index + j) * self._ticks
+                packet.time_base = Fraction(1, OPUS_CLOCK_RATE)
+                packets.append(packet)
+        return packets

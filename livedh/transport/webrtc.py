@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from fractions import Fraction
@@ -19,7 +20,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from livedh.errors import InvalidInputError
 from livedh.media.channel import AVChannel, ChannelClosed
-from livedh.transport.encoding import H264Encoder
+from livedh.transport.encoding import OPUS_CLOCK_RATE, H264Encoder, OpusEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,13 @@ def _join(packets: list[av.Packet]) -> av.Packet:
 
 def negotiated_video_codec(sdp: str) -> str | None:
     """The codec of the first payload type of the first video section of ``sdp``."""
+    return _negotiated_codec(sdp, "video")
+
+
+def _negotiated_codec(sdp: str, kind: str) -> str | None:
     payload = None
     for line in sdp.splitlines():
-        if line.startswith("m=video"):
+        if line.startswith(f"m={kind}"):
             parts = line.split()
             payload = parts[3] if len(parts) > 3 else None
         elif payload and line.startswith(f"a=rtpmap:{payload} "):
@@ -118,27 +123,61 @@ def negotiated_video_codec(sdp: str) -> str | None:
 
 
 class ChannelAudioTrack(MediaStreamTrack):
+    """20 ms audio blocks of a channel, paced by its clock. With an encoder it hands aiortc
+    Opus packets, the blocks of each frame encoded in one ``pool`` job; otherwise raw frames
+    that aiortc encodes (one executor job per block, plus a level computed in Python)."""
+
     kind = "audio"
 
     def __init__(self, channel: AVChannel) -> None:
         super().__init__()
         self._channel = channel
+        self._encoder: OpusEncoder | None = None
+        self._pool: Executor | None = None
+        self._encoded: deque[av.Packet] = deque()
 
-    async def recv(self) -> av.AudioFrame:
+    def use_encoder(self, encoder: OpusEncoder, pool: Executor) -> None:
+        self._encoder, self._pool = encoder, pool
+
+    def release(self) -> None:
+        self._encoder = None
+        self._encoded.clear()
+
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        channel = self._channel
+        block = channel.samples_per_block
+        if self._encoder is not None:
+            if not self._encoded:
+                # The blocks of one frame arrive together; at most a frame is encoded ahead, so
+                # a barge-in still silences the stream within a frame period.
+                first, blocks = await self._next(channel.samples_per_frame // block)
+                self._encoded.extend(await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._encoder.encode, first, blocks
+                ))
+            if self._encoded:
+                packet = self._encoded.popleft()
+                await channel.clock.wait_until((packet.pts or 0) / OPUS_CLOCK_RATE)
+                return packet
+        index, samples = await self._next_one()
+        await channel.clock.wait_until(index * block / channel.sample_rate)
+        out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        out.sample_rate = channel.sample_rate
+        out.pts = index * block
+        out.time_base = Fraction(1, channel.sample_rate)
+        return out
+
+    async def _next(self, most: int) -> tuple[int, list[np.ndarray]]:
         try:
-            index, samples = await self._channel.next_audio()
+            return await self._channel.next_audio_blocks(most)
         except ChannelClosed:
             self.stop()
             raise MediaStreamError from None
-        block = self._channel.samples_per_block
-        await self._channel.clock.wait_until(index * block / self._channel.sample_rate)
-        out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        out.sample_rate = self._channel.sample_rate
-        out.pts = index * block
-        out.time_base = Fraction(1, self._channel.sample_rate)
-        return out
+
+    async def _next_one(self) -> tuple[int, np.ndarray]:
+        first, blocks = await self._next(1)
+        return first, blocks[0]
 
 
 def _take_keyframe_request(sender: RTCRtpSender) -> bool:
@@ -266,6 +305,10 @@ class WebRTCPeer:
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         local = self._pc.localDescription
+        if self._encode_pool is not None and _negotiated_codec(local.sdp, "audio") == "OPUS":
+            self._audio.use_encoder(OpusEncoder(self._channel.sample_rate,
+                                                self._channel.samples_per_block),
+                                    self._encode_pool)
         if self._encode_pool is not None and negotiated_video_codec(local.sdp) == "H264":
             sender = next(t.sender for t in self._pc.getTransceivers() if t.kind == "video")
             width, height = self._frame_size
@@ -282,6 +325,7 @@ class WebRTCPeer:
         self._video.stop()
         self._audio.stop()
         self._video.release()
+        self._audio.release()
         self._on_state = None  # it refers back to the session: break the cycle
         if self._mic_reader is not None:
             self._mic_reader.cancel()
