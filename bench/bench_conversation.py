@@ -3,6 +3,7 @@ audio at the client (knowledge base, no LLM), and talking over the avatar -> sil
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ KB = Path(__file__).resolve().parent.parent / "tests" / "data" / "kb"
 QUESTIONS = ["When are you open on Sunday?", "Where can I park my car?",
              "How do I connect to the Wi-Fi?"]
 MIN_SPEECH_S = 0.25  # the server's default voice duration before barge-in
+TALK = "Our opening hours are nine to eight on weekdays, and ten to five on Sundays, all year."
 
 
 def _field(line: str, name: str) -> int:
@@ -23,6 +25,10 @@ def _field(line: str, name: str) -> int:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--end-silence", type=float, default=0.5,
+                        help="the server's turn-end silence (its default is 0.5 s)")
+    args = parser.parse_args()
     why = netns_available()
     if why:
         print(f"skipped: {why}")
@@ -36,7 +42,7 @@ def main() -> int:
             write_wav(clips[-1], samples)
         over = tmp / "over.wav"
         write_wav(over, talk_over)
-        with live_server(tmp, "--kb", str(KB)) as server:
+        with live_server(tmp, "--kb", str(KB), "--end-silence", str(args.end_silence)) as server:
             server.probe("--seconds", "1.5", "--say", "Ready.", "--say-at", "0.2")
             answers, silences, after_vad, asr = [], [], [], []
             for clip in clips * 2:
@@ -48,6 +54,12 @@ def main() -> int:
                     silences.append(r["silence_after_talk_over_ms"])
                 if r["silence_after_barge_in_ms"] is not None:
                     after_vad.append(r["silence_after_barge_in_ms"])
+            stops = []
+            for _ in range(3):
+                r = server.probe("--seconds", "5", "--say", TALK, "--say-at", "0.5",
+                                 "--interrupt-at", "2.0")
+                if r["silence_after_interrupt_ms"] is not None:
+                    stops.append(r["silence_after_interrupt_ms"])
             log = server.log().splitlines()
     asr = [_field(line, "asr_ms") for line in log if "event=transcript" in line]
     ready = [_field(line, "ready_ms") for line in log if "event=turn_released" in line]
@@ -56,7 +68,7 @@ def main() -> int:
     if answers:
         print(f"end of the voice -> first avatar audio at client: median "
               f"{statistics.median(answers):.0f} ms (min {min(answers):.0f}, max {max(answers):.0f},"
-              f" n={len(answers)}); the turn ends after 500 ms of silence")
+              f" n={len(answers)}); the turn ends after {args.end_silence * 1000:.0f} ms of silence")
     if asr:
         print(f"  whisper per transcription (server): median {statistics.median(asr):.0f} ms, "
               f"n={len(asr)}")
@@ -68,6 +80,9 @@ def main() -> int:
         print(f"talk-over start -> avatar silent at client: median {med:.0f} ms "
               f"(includes the {MIN_SPEECH_S * 1000:.0f} ms of voice that confirm it), "
               f"n={len(silences)}")
+    if stops:
+        print(f"/interrupt_talk -> avatar silent at client: median {statistics.median(stops):.0f} ms "
+              f"(max {max(stops):.0f}), n={len(stops)}")
     if after_vad:
         print(f"server's barge-in event at client -> avatar silent at client: median "
               f"{statistics.median(after_vad):.0f} ms (max {max(after_vad):.0f}), n={len(after_vad)}")
