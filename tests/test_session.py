@@ -243,12 +243,14 @@ def halting_speech() -> list[np.ndarray]:
     return synthesize(["I would like", "a cup of hot tea, please."])
 
 
+@pytest.mark.parametrize("local", [True, False], ids=["local-answerer", "remote-llm"])
 async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
-    engine, halting_speech
+    engine, halting_speech, local
 ):
     """The person pauses mid-sentence (0.35 s: longer than early_silence, shorter than
     end_silence) and goes on: that speculative answer is dropped without a trace. At the final
-    pause the answer is made while the turn-end silence runs, and plays when the turn ends."""
+    pause the answer is made while the turn-end silence runs, and plays when the turn ends.
+    A remote LLM (it costs per request) is asked only once the turn has ended."""
     from livedh.asr.turns import EndOfTurn, TurnConfig, TurnDetector
     from livedh.asr.vad import SileroVADModel
     from livedh.llm.base import ChatLLM
@@ -268,6 +270,7 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     hearing = Hearing(vad, asr, HearingConfig(language="en", partial_interval=0, turn=turn))
     ChatLLM.register(ScriptedLLM)
     llm = ScriptedLLM("Here is your tea.")
+    llm.local = local  # type: ignore[attr-defined]
     tts = make_fake_tts()
     session = Session(5, SessionConfig(), engine, tts, llm=llm,
                       history=ChatHistory("be brief", 10), hearing=hearing)
@@ -303,11 +306,17 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     assert asr.seconds[-1] == pytest.approx(len(end.audio) / 16000 - 0.3, abs=0.05)
     assert asr.seconds[0] < asr.seconds[-1] - 1.0
     # The dropped answers' LLM streams were closed; the history has one clean exchange.
-    assert len(llm.requests) == len(asr.seconds) and llm.closed >= 1
+    if local:
+        assert len(llm.requests) == len(asr.seconds) and llm.closed >= 1
+    else:
+        assert len(llm.requests) == 1
     roles = [m["role"] for m in session._history.messages]  # type: ignore[union-attr]
     assert roles == ["system", "user", "assistant"]
     # Speech reached the playout when the turn ended (0.5 s after the voice stopped), all at
     # once: what had been synthesized during the pause.
-    assert played_at[0] == pytest.approx(end.t, abs=0.03), (played_at, end.t)
+    if local:
+        assert played_at[0] == pytest.approx(end.t, abs=0.03), (played_at, end.t)
+    else:  # the LLM is asked at the turn end: its (fake, fast) reply follows
+        assert end.t - 0.01 <= played_at[0] <= end.t + 0.3, (played_at, end.t)
     assert tts.calls[-1] == "Here is your tea."
     await session.aclose()

@@ -16,6 +16,10 @@ class ChatLLM(ABC):
     """A streaming chat model. Shared by sessions: it keeps no conversation state itself
     (the session owns its history)."""
 
+    #: answers on this machine at no cost per request, so a session may ask it before it is
+    #: sure the person has finished (and drop the reply); a remote LLM is asked only then
+    local: bool = False
+
     @abstractmethod
     def stream(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         """Yield text deltas of the assistant's reply as they arrive."""

@@ -497,6 +497,8 @@ class KnowledgeAnswerer(ChatLLM):
     latest user message is spoken as it is written, when it scores at least
     ``config.threshold``; otherwise ``config.dont_know_text``. Earlier messages are ignored."""
 
+    local = True
+
     def __init__(self, kb: KnowledgeBase, config: KnowledgeConfig | None = None) -> None:
         self.config = config or KnowledgeConfig()
         _validate(self.config)

@@ -81,6 +81,8 @@ class _HeldTurn:
     here: played when the turn ends, dropped if the person goes on talking."""
 
     task: asyncio.Task[None] | None = None
+    #: set when the turn ends as paused (what a remote LLM waits for before it is asked)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
     audio: list[np.ndarray] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     #: history updates, made only if the answer is heard
@@ -255,6 +257,7 @@ class Session:
         log_event(logger, "turn_released", self.id,
                   ready_ms=round(sum(map(len, held.audio)) / SESSION_SAMPLE_RATE * 1000))
         held.state = "released"
+        held.ended.set()
         for update in held.records:
             update()
         for event in held.events:
@@ -548,6 +551,10 @@ class Session:
         except LiveDHError as exc:
             self.record_error(exc, "chat")
             return
+        held = self._held
+        if held is not None and not getattr(self._llm, "local", False):
+            # A remote LLM costs per request: ask it only once the turn has really ended.
+            await held.ended.wait()
         self._start_chat(text)
 
     async def _render_loop(self) -> None:
