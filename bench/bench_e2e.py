@@ -67,7 +67,8 @@ def browser_latency(server: LiveServer, trials: int) -> None:
     import json
 
     values = [v for v in json.loads(done.stdout.strip().splitlines()[-1]) if v is not None]
-    print(f"\n## in Chromium (after its jitter buffer), {len(values)} trials")
+    print(f"\n## in Chromium (WebAudio on the received stream, after its jitter buffer), "
+          f"{len(values)} trials")
     print(f"/human -> audible speech in the page: median {statistics.median(values):.0f} ms, "
           f"min {min(values):.0f}, max {max(values):.0f}")
     lat = [int(line.split("latency_ms=")[1].split()[0]) for line in server.log().splitlines()
