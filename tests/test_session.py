@@ -320,3 +320,46 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
         assert end.t - 0.01 <= played_at[0] <= end.t + 0.3, (played_at, end.t)
     assert tts.calls[-1] == "Here is your tea."
     await session.aclose()
+
+
+async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
+    engine, halting_speech
+):
+    """A turn still being transcribed when the next one pauses: the second is not answered
+    during its pause (its held answer would collect the first one's audio too); it is answered
+    the plain way when it ends, after the first."""
+    from livedh.asr.turns import TurnConfig
+    from livedh.asr.vad import SileroVADModel
+    from livedh.llm.base import ChatLLM
+    from livedh.llm.history import ChatHistory
+    from livedh.session.hearing import Hearing, HearingConfig
+
+    _, second = halting_speech
+    asr = _CountingASR("a cup of tea please", delay=0.8)
+    hearing = Hearing(SileroVADModel.load(), asr, HearingConfig(
+        language="en", partial_interval=0, turn=TurnConfig(end_silence=0.5, early_silence=0.2)))
+    ChatLLM.register(ScriptedLLM)
+    llm = ScriptedLLM("Here is your tea.")
+    llm.local = True  # type: ignore[attr-defined]
+    session = Session(6, SessionConfig(), engine, make_fake_tts(), llm=llm,
+                      history=ChatHistory("be brief", 10), hearing=hearing)
+    session.emit = lambda event: None
+    held_seen: list[bool] = []
+    # The earlier turn: transcribing (0.8 s) while the person already asks again.
+    session._child(session._answer_turn(second, "en", hearing), "turn")
+    mic = np.concatenate([np.zeros(3200, np.int16), second, np.zeros(16000, np.int16)])
+
+    async def microphone():
+        for i in range(0, len(mic), 320):
+            await asyncio.sleep(0.005)
+            held_seen.append(session._held is not None)
+            yield mic[i : i + 320]
+
+    session.attach_microphone(microphone())
+    for _ in range(200):
+        if len(llm.requests) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert not any(held_seen)
+    assert len(llm.requests) == 2  # both turns answered, the later one at its end
+    await session.aclose()

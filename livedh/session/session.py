@@ -166,6 +166,8 @@ class Session:
         self._pending_request_at: float | None = None
         #: a voice turn being answered during the person's pause; None when there is none
         self._held: _HeldTurn | None = None
+        #: turns being transcribed, up to the moment their answer starts (the chat task)
+        self._turns_in_progress = 0
         self._closed = False
         self._tasks = [
             asyncio.create_task(self._speaker_loop(), name=f"session-{sessionid}-speaker"),
@@ -494,8 +496,10 @@ class Session:
                     if partial is not None:
                         partial.cancel()  # the worker is needed for the turn itself
                     # Answer now, play it if the turn ends (see _HeldTurn); not while the avatar
-                    # talks (no barge-in): that answer would queue behind it anyway.
-                    if self._held is None and not self.speaking:
+                    # talks (no barge-in): that answer would queue behind it anyway; nor while
+                    # an earlier turn is still transcribed: its answer must not be held with
+                    # this one.
+                    if self._held is None and not self.speaking and not self._turns_in_progress:
                         self._held = _HeldTurn()
                         self._held.task = self._child(
                             self._answer_turn(event.audio, language, hearing), "turn"
@@ -533,6 +537,14 @@ class Session:
 
     async def _answer_turn(self, audio: np.ndarray, language: str | None,
                            hearing: Hearing) -> None:
+        self._turns_in_progress += 1
+        try:
+            await self._transcribe_and_answer(audio, language, hearing)
+        finally:
+            self._turns_in_progress -= 1
+
+    async def _transcribe_and_answer(self, audio: np.ndarray, language: str | None,
+                                     hearing: Hearing) -> None:
         started = time.monotonic()
         try:
             transcript = await hearing.asr.atranscribe(audio, language)
