@@ -292,7 +292,7 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     async def microphone():
         nonlocal fed
         for i in range(0, len(mic), 320):
-            await asyncio.sleep(0.01)  # 2x real time: room for ASR and TTS in the pause
+            await asyncio.sleep(0.02)  # real time: the pause leaves 0.3 s for ASR, LLM and TTS
             yield mic[i : i + 320]
             fed += 320 / 16000
 
@@ -335,7 +335,8 @@ async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
     from livedh.session.hearing import Hearing, HearingConfig
 
     _, second = halting_speech
-    asr = _CountingASR("a cup of tea please", delay=0.8)
+    # Far longer than the microphone takes to reach the pause (~0.6 s), even on a loaded machine.
+    asr = _CountingASR("a cup of tea please", delay=2.0)
     hearing = Hearing(SileroVADModel.load(), asr, HearingConfig(
         language="en", partial_interval=0, turn=TurnConfig(end_silence=0.5, early_silence=0.2)))
     ChatLLM.register(ScriptedLLM)
@@ -345,7 +346,7 @@ async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
                       history=ChatHistory("be brief", 10), hearing=hearing)
     session.emit = lambda event: None
     held_seen: list[bool] = []
-    # The earlier turn: transcribing (0.8 s) while the person already asks again.
+    # The earlier turn: transcribing (2 s) while the person already asks again.
     session._child(session._answer_turn(second, "en", hearing), "turn")
     mic = np.concatenate([np.zeros(3200, np.int16), second, np.zeros(16000, np.int16)])
 
