@@ -4,9 +4,13 @@ audio at the client (knowledge base, no LLM), and talking over the avatar -> sil
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from livedh.media.pcm import write_wav
 from livedh.testing.live import live_server
@@ -54,6 +58,19 @@ def main() -> int:
                     silences.append(r["silence_after_talk_over_ms"])
                 if r["silence_after_barge_in_ms"] is not None:
                     after_vad.append(r["silence_after_barge_in_ms"])
+            in_browser = []
+            if shutil.which("chromium"):
+                for i, samples in enumerate(questions):
+                    # The page connects during the lead silence; its fake microphone plays once.
+                    lead = tmp / f"browser{i}.wav"
+                    write_wav(lead, np.concatenate([np.zeros(4 * 16000, np.int16), samples,
+                                                    np.zeros(10 * 16000, np.int16)]))
+                    done = server.run_python(
+                        ["-m", "livedh.testing.browser_conversation", server.url, str(lead)],
+                        timeout=120)
+                    value = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout else None
+                    if value is not None:
+                        in_browser.append(value)
             stops = []
             for _ in range(3):
                 r = server.probe("--seconds", "5", "--say", TALK, "--say-at", "0.5",
@@ -66,9 +83,13 @@ def main() -> int:
     dropped = sum("event=turn_dropped" in line for line in log)
     print("## voice conversation (piper-spoken questions as the client's microphone, KB, no LLM)")
     if answers:
-        print(f"end of the voice -> first avatar audio at client: median "
+        print(f"end of the voice -> first avatar audio at the aiortc client: median "
               f"{statistics.median(answers):.0f} ms (min {min(answers):.0f}, max {max(answers):.0f},"
               f" n={len(answers)}); the turn ends after {args.end_silence * 1000:.0f} ms of silence")
+    if in_browser:
+        print(f"  in Chromium (the page times its own microphone track and received audio): "
+              f"median {statistics.median(in_browser):.0f} ms (min {min(in_browser):.0f}, "
+              f"max {max(in_browser):.0f}, n={len(in_browser)})")
     if asr:
         print(f"  whisper per transcription (server): median {statistics.median(asr):.0f} ms, "
               f"n={len(asr)}")
