@@ -6,6 +6,8 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,18 @@ _NO_SPEECH_LOGPROB = -1.0
 #: ... and a surer one: in a short window whisper reads "you" into silence with a good score,
 #: at P(no speech) 0.95-0.99, while speech, even a cut-off word, stays under about 0.5
 _SURELY_NO_SPEECH_PROB = 0.8
+
+
+@contextmanager
+def _decoding_errors() -> Iterator[None]:
+    """CTranslate2's errors are untyped: report them as a permanent ProviderError."""
+    try:
+        yield
+    except LiveDHError:
+        raise
+    except Exception as exc:
+        log.exception("whisper transcription failed")
+        raise ProviderError(f"whisper transcription failed: {exc}", retryable=False) from exc
 
 
 def _encoder_memo(model_class: type[WhisperModel]) -> type[WhisperModel]:
@@ -180,11 +194,8 @@ class WhisperASR(ASREngine):
         samples = audio.astype(np.float32) / 32768.0
         window = self._window_frames(len(samples))
         if window is not None:
-            try:
+            with _decoding_errors():
                 short = self._transcribe_window(model, samples, code, window, partial)
-            except Exception as exc:  # CTranslate2's errors are untyped
-                log.exception("whisper transcription failed")
-                raise ProviderError(f"whisper transcription failed: {exc}", retryable=False) from exc
             if short is not None:
                 return short
         options: dict[str, Any] = {
@@ -208,15 +219,11 @@ class WhisperASR(ASREngine):
         memo = model.first_encoding
         memo.value = None
         try:
-            segments, info = model.transcribe(samples, **options)
-            # The generator does the decoding.
-            raw = [(s.start, s.end, s.text) for s in segments]
-            detected = code or self._detected_language(model, memo.value) or info.language
-        except LiveDHError:
-            raise
-        except Exception as exc:  # CTranslate2's errors are untyped
-            log.exception("whisper transcription failed")
-            raise ProviderError(f"whisper transcription failed: {exc}", retryable=False) from exc
+            with _decoding_errors():
+                segments, info = model.transcribe(samples, **options)
+                # The generator does the decoding.
+                raw = [(s.start, s.end, s.text) for s in segments]
+                detected = code or self._detected_language(model, memo.value) or info.language
         finally:
             memo.value = None
         text = "".join(t for _, _, t in raw).strip()
