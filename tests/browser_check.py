@@ -12,12 +12,7 @@ import time
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
+from livedh.testing.browser_latency import FLAGS as CHROMIUM_FLAGS
 
 AUDIO_STATS = """async () => {
   const stats = await window.livedh.pc.getStats();

@@ -13,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from livedh.testing.browser_latency import FLAGS
+from livedh.testing.browser_latency import connected_page
 
 MEASURE = """async () => {
   const pc = window.livedh.pc;
@@ -48,21 +46,8 @@ MEASURE = """async () => {
 
 def main(url: str, wav: Path) -> float | None:
     """``wav`` should start with a few seconds of silence: the page connects meanwhile."""
-    flags = [*FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            page.select_option("#mic", "open")
-            page.click("#start")
-            page.wait_for_function(
-                "document.getElementById('state').textContent.trim() === 'connected'",
-                timeout=30000,
-            )
-            result = page.evaluate(MEASURE)
-        finally:
-            browser.close()
+    with connected_page(url, "open", [f"--use-file-for-fake-audio-capture={wav}%noloop"]) as page:
+        result = page.evaluate(MEASURE)
     return None if result is None else float(result)
 
 

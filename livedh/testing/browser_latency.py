@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -53,22 +55,34 @@ MEASURE = """async (text) => {
 }"""
 
 
+@contextmanager
+def connected_page(url: str, mic: str, extra_flags: Sequence[str] = ()) -> Iterator[Page]:
+    """Chromium on the page at ``url``, with the microphone mode ``mic`` ("off", "open",
+    "ptt") chosen and Start pressed, once its connection state reads "connected"."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=[*FLAGS, *extra_flags])
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.select_option("#mic", mic)
+            page.click("#start")
+            page.wait_for_function(
+                "document.getElementById('state').textContent.trim() === 'connected'",
+                timeout=30000,
+            )
+            yield page
+        finally:
+            browser.close()
+
+
 def main(url: str, trials: int) -> list[float | None]:
     out: list[float | None] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-        page = browser.new_page()
-        page.goto(url)
-        page.select_option("#mic", "off")
-        page.click("#start")
-        page.wait_for_function(
-            "document.getElementById('state').textContent.trim() === 'connected'", timeout=30000
-        )
+    with connected_page(url, "off") as page:
         time.sleep(1.5)
         for _ in range(trials):
             out.append(page.evaluate(MEASURE, "Hello there! Thanks for stopping by."))
             time.sleep(3.5)  # let the sentence finish
-        browser.close()
     return out
 
 
