@@ -3,8 +3,8 @@
 A session feeds its microphone audio (16 kHz mono) to its own ``TurnDetector`` (which shares
 one ``SileroVADModel`` with every session) and transcribes each turn with the shared
 ``ASREngine`` (``WhisperASR``) off the event loop: at ``SpeechPaused`` already, keeping the
-result if ``EndOfTurn`` follows with no ``SpeechResumed`` in between. Nothing here knows about WebRTC or
-sessions. faster-whisper is imported only when a whisper model loads.
+result if ``EndOfTurn`` follows with no ``SpeechResumed`` in between. Nothing here knows about
+WebRTC or sessions. faster-whisper is imported only when a whisper model loads.
 """
 
 from livedh.asr.base import ASREngine, Segment, Transcript

@@ -89,6 +89,10 @@ class _HeldTurn:
     records: list[Callable[[], None]] = field(default_factory=list)
     state: Literal["held", "released", "dropped"] = "held"
 
+    @property
+    def audio_ms(self) -> int:
+        return round(sum(map(len, self.audio)) / SESSION_SAMPLE_RATE * 1000)
+
     def record(self, update: Callable[[], None]) -> None:
         if self.state == "released":
             update()
@@ -256,8 +260,7 @@ class Session:
         held, self._held = self._held, None
         if held is None:
             return
-        log_event(logger, "turn_released", self.id,
-                  ready_ms=round(sum(map(len, held.audio)) / SESSION_SAMPLE_RATE * 1000))
+        log_event(logger, "turn_released", self.id, ready_ms=held.audio_ms)
         held.state = "released"
         held.ended.set()
         for update in held.records:
@@ -276,8 +279,7 @@ class Session:
         if held.task is not None:
             held.task.cancel()
         self._stop_answer()
-        log_event(logger, "turn_dropped", self.id, reason=reason,
-                  held_ms=round(sum(map(len, held.audio)) / SESSION_SAMPLE_RATE * 1000))
+        log_event(logger, "turn_dropped", self.id, reason=reason, held_ms=held.audio_ms)
         self._set_state("listening")
 
     def interrupt(self) -> None:
