@@ -397,10 +397,17 @@ def _train_syncnet(
             state.losses["syncnet_accuracy"] = float(accuracy)
             bar.set_postfix(loss=f"{state.losses['syncnet']:.3f}", acc=f"{float(accuracy):.2f}")
         if state.syncnet_step % settings.checkpoint_every == 0:
-            state.seconds["syncnet"] += time.monotonic() - started
-            started = time.monotonic()
-            save()
+            started = _count_and_save(state, "syncnet", started, save)
     state.seconds["syncnet"] += time.monotonic() - started
+
+
+def _count_and_save(state: _State, phase: str, started: float, save: Callable[[], None]) -> float:
+    """Add the time since ``started`` to ``phase``'s training seconds (so a checkpoint carries
+    them), save, and return the new start: the saving counts towards the next stretch."""
+    now = time.monotonic()
+    state.seconds[phase] += now - started
+    save()
+    return now
 
 
 def generator_batch(
@@ -468,9 +475,7 @@ def _train_generator(
             state.losses["sync"] = float(sync.detach())
             bar.set_postfix(l1=f"{state.losses['l1']:.4f}", sync=f"{state.losses['sync']:.3f}")
         if state.step % settings.checkpoint_every == 0:
-            state.seconds["generator"] += time.monotonic() - started
-            started = time.monotonic()
-            save()
+            started = _count_and_save(state, "generator", started, save)
     state.seconds["generator"] += time.monotonic() - started
     syncnet.requires_grad_(True)
 
