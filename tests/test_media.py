@@ -149,19 +149,23 @@ def test_trim_leading_silence_keeps_a_short_lead_in():
     assert len(trim_leading_silence(np.zeros(500, np.int16))) == 0
 
 
-async def test_microphone_jitter_buffer_holds_one_packet():
-    """aiortc holds 4 audio packets (80 ms) before decoding; the server's microphone receiver
-    holds 1, so a packet is decoded as soon as the next one arrives."""
+async def test_microphone_packets_are_decoded_as_they_arrive():
+    """aiortc's audio receiver decodes a packet only once 4 more have arrived (80 ms); the
+    server's microphone receiver hands on each packet at once, in order, dropping duplicates
+    and packets that come after a later one."""
     from aiortc import RTCPeerConnection
     from aiortc.rtp import RtpPacket
 
-    from livedh.transport.webrtc import WebRTCPeer, shorten_audio_jitter_buffer
+    from livedh.transport.webrtc import PacketJitterBuffer, WebRTCPeer, use_packet_jitter_buffer
+
+    def packet(seq: int) -> RtpPacket:
+        p = RtpPacket(payload_type=111, sequence_number=seq % 65536, timestamp=seq * 960)
+        p._data = f"opus{seq}".encode()  # the receiver's depayloaded payload
+        return p
 
     def packets_until_first_frame(buffer) -> int:
         for seq in range(10):
-            packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
-            packet._data = b"x"  # the receiver's depayloaded payload
-            _, frame = buffer.add(packet)
+            _, frame = buffer.add(packet(seq))
             if frame is not None:
                 return seq
         return -1
@@ -169,13 +173,21 @@ async def test_microphone_jitter_buffer_holds_one_packet():
     pc = RTCPeerConnection()
     try:
         receiver = pc.addTransceiver("audio").receiver
-        default = receiver._RTCRtpReceiver__jitter_buffer
-        assert packets_until_first_frame(default) == 4
-        assert shorten_audio_jitter_buffer(receiver, 1)
-        assert packets_until_first_frame(receiver._RTCRtpReceiver__jitter_buffer) == 1
-        assert not shorten_audio_jitter_buffer(object(), 1)  # not an aiortc receiver: untouched
+        assert packets_until_first_frame(receiver._RTCRtpReceiver__jitter_buffer) == 4
+        assert use_packet_jitter_buffer(receiver)
+        assert packets_until_first_frame(receiver._RTCRtpReceiver__jitter_buffer) == 0
+        assert not use_packet_jitter_buffer(object())  # not an aiortc receiver: untouched
     finally:
         await pc.close()
+
+    buffer = PacketJitterBuffer()
+    handed = []
+    for seq in [65534, 65535, 0, 0, 65535, 2, 1, 3]:  # wraps; a duplicate; late ones
+        _, frame = buffer.add(packet(seq))
+        if frame is not None:
+            handed.append((frame.data, frame.timestamp))
+    assert handed == [(f"opus{s}".encode(), s * 960) for s in [65534, 65535, 0, 2, 3]]
+
     # The peer applies it to the transceiver that receives the microphone.
     from livedh.media.channel import AVChannel
     from livedh.media.clock import MediaClock
@@ -188,7 +200,7 @@ async def test_microphone_jitter_buffer_holds_one_packet():
         await offer_pc.setLocalDescription(await offer_pc.createOffer())
         await peer.accept(offer_pc.localDescription.sdp, "offer")
         audio = next(t for t in peer._pc.getTransceivers() if t.kind == "audio")
-        assert packets_until_first_frame(audio.receiver._RTCRtpReceiver__jitter_buffer) == 1
+        assert isinstance(audio.receiver._RTCRtpReceiver__jitter_buffer, PacketJitterBuffer)
     finally:
         await offer_pc.close()
         await peer.aclose()

@@ -14,9 +14,11 @@ from typing import Any
 import av
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
 
 from livedh.errors import InvalidInputError
 from livedh.media.channel import AVChannel, ChannelClosed
@@ -28,23 +30,41 @@ VIDEO_CLOCK_RATE = 90000
 MIC_SAMPLE_RATE = 16000
 #: label of the data channel the page opens for server events
 EVENTS_LABEL = "events"
-#: microphone packets aiortc holds before decoding (its default, 4, is 80 ms of audio)
-MIC_JITTER_PACKETS = 1
+class PacketJitterBuffer(JitterBuffer):
+    """An audio jitter buffer that hands on every packet as it arrives.
+
+    aiortc's buffer holds 4 audio packets (80 ms) before decoding, and even holding one it
+    waits for the next packet to prove a frame complete (a further 20 ms): a delay that every
+    turn end and every barge-in would pay. An Opus packet is a whole frame, and speech
+    recognition minds late audio more than a lost or reordered packet, so: in order, at once;
+    a packet older than one already handed on is dropped.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        super().__init__(capacity=capacity)
+        self._last: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._last is not None:
+            ahead = uint16_add(packet.sequence_number, -self._last)
+            if ahead == 0 or ahead >= 0x8000:  # a duplicate, or behind what was handed on
+                return False, None
+        self._last = packet.sequence_number
+        # The receiver stores the depayloaded payload on the packet (see RTCRtpReceiver).
+        return False, JitterFrame(getattr(packet, "_data", packet.payload), packet.timestamp)
 
 
-def shorten_audio_jitter_buffer(receiver: RTCRtpReceiver, packets: int) -> bool:
-    """Hold only ``packets`` audio packets (20 ms each) in ``receiver``'s jitter buffer.
+def use_packet_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
+    """Give ``receiver`` (an audio receiver) a :class:`PacketJitterBuffer`.
 
-    aiortc holds 4 (80 ms) before decoding anything, a delay that every turn end and every
-    barge-in would pay; speech recognition does not mind a late or lost packet the way a
-    listener does. aiortc has no setting for it, so this replaces the receiver's buffer (a
-    private attribute of aiortc 1.16); False, and aiortc's default, when that is not there.
+    aiortc has no setting for it, so this replaces a private attribute of aiortc 1.16; False,
+    and aiortc's own buffer, when that is not there.
     """
     attribute = "_RTCRtpReceiver__jitter_buffer"
     current = getattr(receiver, attribute, None)
-    if not isinstance(current, JitterBuffer) or packets < 1:
+    if not isinstance(current, JitterBuffer):
         return False
-    setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=packets))
+    setattr(receiver, attribute, PacketJitterBuffer(current.capacity))
     return True
 
 
@@ -290,8 +310,8 @@ class WebRTCPeer:
         # sendrecv: a page that sends its microphone gets it heard; aiortc answers sendonly to
         # an offer that only receives.
         audio = self._pc.addTransceiver(self._audio, direction="sendrecv")
-        if not shorten_audio_jitter_buffer(audio.receiver, MIC_JITTER_PACKETS):
-            logger.warning("aiortc's audio jitter buffer could not be shortened: the "
+        if not use_packet_jitter_buffer(audio.receiver):
+            logger.warning("aiortc's audio jitter buffer could not be replaced: the "
                            "microphone is heard 80 ms later")
         try:
             offer = RTCSessionDescription(sdp=sdp, type=sdp_type)
