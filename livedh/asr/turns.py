@@ -43,11 +43,18 @@ class TurnConfig:
     max_gap: float = 0.15
     #: silence (seconds) that ends a turn; shorter pauses stay inside it
     end_silence: float = 0.5
+    #: the VAD stays sure of speech for two or three frames (60-90 ms) after the voice stops,
+    #: so the silence is timed from the audio's level instead: the voice ends with the last
+    #: 8 ms that is within this many dB of the turn's loudest frame (None: the VAD's end) ...
+    voice_floor_db: float | None = 35.0
+    #: ... but never more than this (seconds) before the VAD's own end, so soft speech the
+    #: VAD hears cannot shorten the wait by more
+    max_end_trim: float = 0.1
     #: silence (seconds) after which the turn *may* be over (``SpeechPaused``): a session
     #: starts transcribing and answering then, and plays the answer only if the turn does
     #: end, so the wait for ``end_silence`` hides the recognition time. None (or a value not
     #: below ``end_silence``): no such event.
-    early_silence: float | None = 0.2
+    early_silence: float | None = 0.15
     #: audio kept from before the detected onset, so the first syllable is not clipped
     pre_roll: float = 0.3
     #: a turn this long (seconds of speech) ends anyway: whisper sees 30 s at once, and a
@@ -72,6 +79,8 @@ class TurnConfig:
             raise ValueError("TurnConfig.max_utterance must exceed min_speech")
         if self.early_silence is not None and self.early_silence <= 0:
             raise ValueError("TurnConfig.early_silence must be > 0 (or None)")
+        if (self.voice_floor_db is not None and self.voice_floor_db <= 0) or self.max_end_trim < 0:
+            raise ValueError("TurnConfig needs voice_floor_db > 0 (or None), max_end_trim >= 0")
 
 
 @dataclass(frozen=True)
@@ -124,8 +133,9 @@ class EndOfTurn:
     """The person finished a turn: transcribe ``audio``.
 
     audio: int16 16 kHz mono, from ``pre_roll`` before the onset to ``t``.
-    start, end: stream times of the first and last voiced frame; t: when the turn was judged
-    over (``end + end_silence``, or the cap). forced: the ``max_utterance`` cap ended it.
+    start, end: stream times of the first voiced frame and of the voice's end (see
+    ``TurnConfig.voice_floor_db``); t: when the turn was judged over (the end of the first VAD
+    frame ``end_silence`` after ``end``, or the cap). forced: the ``max_utterance`` cap ended it.
     """
 
     audio: np.ndarray = field(repr=False)
@@ -153,6 +163,7 @@ def rms_level(samples: np.ndarray) -> float:
 
 
 _EPS = 1e-9  # frame times are sums of 32 ms steps: compare with a little slack
+_LEVEL_STEP = 128  # samples (8 ms): the resolution of the voice's end inside a VAD frame
 
 
 class _EchoGate:
@@ -210,6 +221,7 @@ class TurnDetector:
         self._paused = False
         self._voiced = 0.0
         self._speech_end = 0.0
+        self._loudest = 0.0  # RMS of the turn's loudest voiced frame
         self._audio: list[np.ndarray] = []
 
     @property
@@ -221,6 +233,12 @@ class TurnDetector:
     def silent_for(self) -> float:
         """Seconds since the last voiced frame of the turn in progress (0 when none is)."""
         return max(0.0, self.time - self._speech_end) if self._start is not None else 0.0
+
+    @property
+    def pending_end(self) -> float | None:
+        """While a turn is paused (``SpeechPaused`` and no voice since): the stream time at
+        which it ends if the silence goes on. None otherwise."""
+        return self._speech_end + self.config.end_silence if self._paused else None
 
     @property
     def time(self) -> float:
@@ -271,7 +289,7 @@ class TurnDetector:
         self._audio.append(pcm)
         events: list[TurnEvent] = []
         if speech:
-            self._speech_end = frame.end
+            self._speech_end = self._voice_end(frame)
             if self._paused:
                 self._paused = False
                 events.append(SpeechResumed(frame.end))
@@ -288,12 +306,29 @@ class TurnDetector:
             )
         return events
 
+    def _voice_end(self, frame: VADFrame) -> float:
+        """Where the voice ends in ``frame``, a frame the VAD calls speech."""
+        self._loudest = max(self._loudest, frame.rms)
+        floor_db = self.config.voice_floor_db
+        if floor_db is None:
+            return frame.end
+        steps = frame.samples.reshape(-1, _LEVEL_STEP)
+        levels = np.sqrt(np.mean(np.square(steps, dtype=np.float64), axis=1))
+        loud = np.flatnonzero(levels >= self._loudest * 10 ** (-floor_db / 20))
+        if len(loud):
+            return frame.start + (int(loud[-1]) + 1) * _LEVEL_STEP / VAD_SAMPLE_RATE
+        # The VAD's tail after the voice (or speech too soft to time by level).
+        return max(self._speech_end, frame.end - self.config.max_end_trim)
+
     def _candidate(self, frame: VADFrame, pcm: np.ndarray, speech: bool) -> list[TurnEvent]:
         """A frame of voice that is not yet confirmed as speech."""
         assert self._start is not None
         self._audio.append(pcm)
         if speech:
             self._voiced += FRAME_SECONDS
+            self._loudest = max(self._loudest, frame.rms)
+            # Not refined yet (see _voice_end): gaps between unconfirmed syllables are judged
+            # as the VAD hears them.
             self._speech_end = frame.end
             if self._voiced >= self.config.min_speech - _EPS:
                 self._confirmed = True
