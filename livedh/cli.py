@@ -64,9 +64,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asr-model", type=Path, default=None,
                         help="faster-whisper model folder (default: the weights a package ships)")
     parser.add_argument("--language", default="auto", help="speech language: auto, en, zh ...")
-    parser.add_argument("--end-silence", type=float, default=0.5,
+    parser.add_argument("--end-silence", type=float, default=d.asr.end_silence,
                         help="seconds of silence that end the person's turn")
-    parser.add_argument("--early-silence", type=float, default=0.2,
+    parser.add_argument("--early-silence", type=float, default=d.asr.early_silence,
                         help="seconds of silence after which the answer is prepared, played "
                              "only if the turn ends (0: wait for the turn to end)")
     parser.add_argument("--tts-cache-mb", type=int, default=64,

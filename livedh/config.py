@@ -74,7 +74,7 @@ class ASRConfig:
     #: silence that ends the person's turn
     end_silence: float = 0.5
     #: silence after which the answer is prepared, to play if the turn ends (None: off)
-    early_silence: float | None = 0.2
+    early_silence: float | None = 0.15
     #: voice that lasts this long interrupts the avatar
     min_speech: float = 0.25
     barge_in: bool = True

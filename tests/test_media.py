@@ -106,6 +106,33 @@ def test_playout_take_and_window():
     assert len(buf) == 0
 
 
+def test_playout_starts_speech_at_a_given_stream_sample():
+    """push(at=n): silence until stream sample n, then the speech, sample-exact; the blocks
+    before it are not speech. Without a queue to follow, an ``at`` already past plays next."""
+    buf = PlayoutBuffer(history_samples=1000)
+    buf.take(640)
+    assert buf.position == 640
+    buf.push(np.full(100, 7, np.int16), at=2000)
+    buf.push(np.full(100, 9, np.int16), at=5000)  # something is queued: it follows at once
+    block, had = buf.take(640)  # samples 640-1279
+    assert not had and not block.any()
+    block, had = buf.take(640)  # 1280-1919
+    assert not had and not block.any()
+    block, had = buf.take(640)  # 1920-2559: the speech starts 80 samples in
+    assert had and not block[:80].any()
+    assert (block[80:180] == 7).all() and (block[180:280] == 9).all() and not block[280:].any()
+    assert len(buf) == 0 and buf.position == 2560
+    buf.push(np.full(100, 5, np.int16), at=1000)  # already past: next
+    block, had = buf.take(640)
+    assert had and (block[:100] == 5).all()
+    buf.push(np.full(100, 5, np.int16), at=10000)
+    assert len(buf) > 100
+    buf.clear()  # the timed start goes with the speech
+    assert len(buf) == 0
+    block, had = buf.take(640)
+    assert not had and not block.any()
+
+
 def test_resampler_keeps_duration_across_chunks():
     resampler = StreamResampler(16000)
     src = tone(1.0, rate=22050)

@@ -8,26 +8,40 @@ import numpy as np
 
 
 class PlayoutBuffer:
-    """FIFO of int16 speech samples plus the recent history that audio windows look back into."""
+    """FIFO of int16 speech samples plus the recent history that audio windows look back into.
+
+    Samples are numbered from the stream's first: ``position`` is the next one ``take`` hands
+    out, and ``push(..., at=n)`` can start speech at sample ``n`` of the stream.
+    """
 
     def __init__(self, history_samples: int) -> None:
         self._pending: deque[np.ndarray] = deque()
         self._pending_len = 0
         self._head_offset = 0  # samples of _pending[0] already consumed
+        self._lead = 0  # leading samples of _pending that are the silence before a timed start
         self._history = np.zeros(max(history_samples, 1), dtype=np.int16)
+        self.position = 0
 
     def __len__(self) -> int:
         return self._pending_len
 
-    def push(self, samples: np.ndarray) -> None:
-        if len(samples):
-            self._pending.append(samples.astype(np.int16, copy=False))
-            self._pending_len += len(samples)
+    def push(self, samples: np.ndarray, *, at: int | None = None) -> None:
+        """Queue speech: after what is queued, or, when nothing is and ``at`` is still to come,
+        from stream sample ``at`` (silence until then)."""
+        if not len(samples):
+            return
+        if at is not None and not self._pending_len and at > self.position:
+            self._lead = at - self.position
+            self._pending.append(np.zeros(self._lead, dtype=np.int16))
+            self._pending_len += self._lead
+        self._pending.append(samples.astype(np.int16, copy=False))
+        self._pending_len += len(samples)
 
     def clear(self) -> None:
         self._pending.clear()
         self._pending_len = 0
         self._head_offset = 0
+        self._lead = 0
 
     def _read(self, n: int, consume: bool) -> np.ndarray:
         out = np.zeros(n, dtype=np.int16)
@@ -52,8 +66,10 @@ class PlayoutBuffer:
 
     def take(self, n: int) -> tuple[np.ndarray, bool]:
         """Pop ``n`` samples (zero-padded when short). Returns (samples, had_speech)."""
-        had = self._pending_len > 0
+        had = self._pending_len > self._lead and self._lead < n
         block = self._read(n, consume=True)
+        self._lead = max(0, self._lead - n)
+        self.position += n
         self._history = np.concatenate([self._history, block])[-len(self._history) :]
         return block, had
 

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 #: seconds of silence after which no partial transcript starts (see _hear)
 _PARTIAL_QUIET = 0.1
+#: seconds a held answer is scheduled before the frames that play it are rendered, and how
+#: fresh the microphone audio its timing rests on must be: a microphone packet's interval and
+#: its jitter (see _schedule_held)
+_SCHEDULE_MARGIN = 0.06
 
 SpeakMode = Literal["echo", "chat"]
 
@@ -78,12 +82,22 @@ class Utterance:
 class _HeldTurn:
     """A voice turn answered before it is known to be over (the person paused, see
     ``SpeechPaused``). What the answer produces (events for the page, the answer's audio) waits
-    here: played when the turn ends, dropped if the person goes on talking."""
+    here: played when the turn ends, dropped if the person goes on talking. The audio enters
+    the playout buffer just before the turn ends, timed to start as it ends (_schedule_held)."""
 
     task: asyncio.Task[None] | None = None
     #: set when the turn ends as paused (what a remote LLM waits for before it is asked)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the answer's audio not yet in the playout buffer
     audio: list[np.ndarray] = field(default_factory=list)
+    #: the answer's audio so far, in samples
+    samples: int = 0
+    #: when the turn ends if the person stays silent (monotonic; see _schedule_held) ...
+    ends_at: float | None = None
+    #: ... as guessed from the microphone audio that arrived at this moment
+    guessed_at: float = 0.0
+    #: the audio is in the playout buffer, timed to start when the turn ends
+    scheduled: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     #: history updates, made only if the answer is heard
     records: list[Callable[[], None]] = field(default_factory=list)
@@ -91,7 +105,7 @@ class _HeldTurn:
 
     @property
     def audio_ms(self) -> int:
-        return round(sum(map(len, self.audio)) / SESSION_SAMPLE_RATE * 1000)
+        return round(self.samples / SESSION_SAMPLE_RATE * 1000)
 
     def record(self, update: Callable[[], None]) -> None:
         if self.state == "released":
@@ -236,11 +250,38 @@ class Session:
             self.emit(event)
 
     def _play(self, samples: np.ndarray) -> None:
-        """Speech for the playout buffer (or for a held turn's, until the turn ends)."""
-        if self._held is not None:
-            self._held.audio.append(samples)
-        else:
-            self.playout.push(samples)
+        """Speech for the playout buffer (or for a held turn's, until it is scheduled)."""
+        held = self._held
+        if held is not None:
+            held.samples += len(samples)
+            if not held.scheduled:
+                held.audio.append(samples)
+                self._schedule_held()
+                return
+        self.playout.push(samples)
+
+    def _schedule_held(self) -> None:
+        """Put the held answer's audio in the playout buffer, timed to start at the moment
+        the paused turn ends if the person stays silent (``_HeldTurn.ends_at``): its first
+        frame is then rendered in time, instead of after the turn end.
+
+        Only shortly before that moment (the frames rendered ahead, plus a microphone packet or
+        two), and only while microphone audio keeps arriving, so the guess rests on what was
+        heard; voice after it takes the audio back out (``_drop_held``).
+        """
+        held = self._held
+        if (held is None or held.scheduled or not held.audio or held.ends_at is None
+                or not self.clock.started):
+            return
+        now = time.monotonic()
+        lead = (self.config.render_ahead + 1) / self.fps + _SCHEDULE_MARGIN
+        if now - held.guessed_at > _SCHEDULE_MARGIN or held.ends_at - now > lead:
+            return
+        at = round((held.ends_at - self.clock.start()) * SESSION_SAMPLE_RATE)
+        for samples in held.audio:
+            self.playout.push(samples, at=at)
+        held.audio.clear()
+        held.scheduled = True
 
     def _stop_answer(self) -> int:
         """Cancel the answer being made (LLM stream, queued sentences, synthesis); returns
@@ -260,7 +301,8 @@ class Session:
         held, self._held = self._held, None
         if held is None:
             return
-        log_event(logger, "turn_released", self.id, ready_ms=held.audio_ms)
+        log_event(logger, "turn_released", self.id, ready_ms=held.audio_ms,
+                  scheduled=held.scheduled)
         held.state = "released"
         held.ended.set()
         for update in held.records:
@@ -279,7 +321,12 @@ class Session:
         if held.task is not None:
             held.task.cancel()
         self._stop_answer()
-        log_event(logger, "turn_dropped", self.id, reason=reason, held_ms=held.audio_ms)
+        if held.scheduled:
+            # Nothing else plays while a turn is held (see _hear): all of it is this answer's.
+            self.playout.clear()
+            self.channel.silence_pending_audio()
+        log_event(logger, "turn_dropped", self.id, reason=reason, held_ms=held.audio_ms,
+                  scheduled=held.scheduled)
         self._set_state("listening")
 
     def interrupt(self) -> None:
@@ -516,6 +563,12 @@ class Session:
                         self._release_held()
                     else:
                         self._child(self._answer_turn(event.audio, language, hearing), "turn")
+            pending_end = detector.pending_end
+            if self._held is not None and pending_end is not None:
+                now = time.monotonic()
+                self._held.ends_at = now + pending_end - detector.time
+                self._held.guessed_at = now
+                self._schedule_held()
             if (
                 config.partial_interval > 0 and detector.in_speech and heard
                 and detector.time - last_partial >= config.partial_interval
