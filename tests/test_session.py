@@ -1,4 +1,5 @@
 import asyncio
+import logging
 import threading
 import time
 
@@ -246,9 +247,9 @@ def halting_speech() -> list[np.ndarray]:
 
 @pytest.mark.parametrize("local", [True, False], ids=["local-answerer", "remote-llm"])
 async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
-    engine, halting_speech, local
+    engine, halting_speech, local, caplog
 ):
-    """The person pauses mid-sentence (0.35 s: longer than early_silence, shorter than
+    """The person pauses mid-sentence (0.4 s: longer than early_silence, shorter than
     end_silence) and goes on: that speculative answer is dropped without a trace. At the final
     pause the answer is made while the turn-end silence runs, and plays when the turn ends.
     A remote LLM (it costs per request) is asked only once the turn has ended."""
@@ -258,6 +259,7 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     from livedh.llm.history import ChatHistory
     from livedh.session.hearing import Hearing, HearingConfig
 
+    caplog.set_level(logging.INFO, logger="livedh.session")
     first, second = halting_speech
     # Piper ends a clip with a varying silence: cut it, so the pause is exactly 0.35 s.
     first = first[: np.flatnonzero(np.abs(first.astype(np.int32)) > 300)[-1] + 1]
@@ -326,6 +328,10 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
         # its end (give or take a microphone packet); nothing sounded before.
         assert pushed_at[0] < end.t
         assert abs(first_sound - turn_over) <= 0.03, (first_sound - turn_over)
+        # The mid-sentence answer was scheduled too (its pause came within 0.05 s of a turn
+        # end) and taken back out when the voice resumed: it never sounded (first_sound).
+        assert "event=turn_dropped session=5 reason=resumed" in caplog.text
+        assert "scheduled=True" in caplog.text.split("event=turn_dropped")[1].splitlines()[0]
     else:  # the LLM is asked at the turn end: its (fake, fast) reply follows
         assert end.t - 0.01 <= pushed_at[0] <= end.t + 0.3, (pushed_at, end.t)
         assert turn_over < first_sound < turn_over + 0.4
