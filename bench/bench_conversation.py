@@ -58,6 +58,12 @@ def main() -> int:
                     silences.append(r["silence_after_talk_over_ms"])
                 if r["silence_after_barge_in_ms"] is not None:
                     after_vad.append(r["silence_after_barge_in_ms"])
+            # The same client decoding each packet as it arrives: what the server delivers.
+            unbuffered = []
+            for clip in clips:
+                r = server.probe("--seconds", "8", "--mic", "1.0", str(clip), "--packet-buffer")
+                if r["answer_after_speech_end_ms"] is not None:
+                    unbuffered.append(r["answer_after_speech_end_ms"])
             in_browser = []
             if shutil.which("chromium"):
                 for i, samples in enumerate(questions):
@@ -79,13 +85,19 @@ def main() -> int:
                     stops.append(r["silence_after_interrupt_ms"])
             log = server.log().splitlines()
     asr = [_field(line, "asr_ms") for line in log if "event=transcript" in line]
-    ready = [_field(line, "ready_ms") for line in log if "event=turn_released" in line]
+    released = [line for line in log if "event=turn_released" in line]
+    ready = [_field(line, "ready_ms") for line in released]
+    on_time = sum("scheduled=True" in line for line in released)
     dropped = sum("event=turn_dropped" in line for line in log)
     print("## voice conversation (piper-spoken questions as the client's microphone, KB, no LLM)")
     if answers:
         print(f"end of the voice -> first avatar audio at the aiortc client: median "
               f"{statistics.median(answers):.0f} ms (min {min(answers):.0f}, max {max(answers):.0f},"
               f" n={len(answers)}); the turn ends after {args.end_silence * 1000:.0f} ms of silence")
+    if unbuffered:
+        print(f"  the same client decoding each packet as it arrives (no aiortc 80 ms buffer): "
+              f"median {statistics.median(unbuffered):.0f} ms (min {min(unbuffered):.0f}, "
+              f"max {max(unbuffered):.0f}, n={len(unbuffered)})")
     if in_browser:
         print(f"  in Chromium (the page times its own microphone track and received audio): "
               f"median {statistics.median(in_browser):.0f} ms (min {min(in_browser):.0f}, "
@@ -95,7 +107,8 @@ def main() -> int:
               f"n={len(asr)}")
     if ready:
         print(f"  answers made during the pause: {len(ready)} played, {dropped} dropped; audio "
-              f"ready when the turn ended: median {statistics.median(ready):.0f} ms")
+              f"ready when the turn ended: median {statistics.median(ready):.0f} ms; "
+              f"{on_time} of {len(ready)} put in the stream ahead, timed to the turn's end")
     if silences:
         med = statistics.median(silences)
         print(f"talk-over start -> avatar silent at client: median {med:.0f} ms "

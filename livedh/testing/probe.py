@@ -27,6 +27,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from livedh.media.pcm import decode_audio_bytes
+from livedh.transport.webrtc import use_packet_jitter_buffer
 
 SPEECH_RMS = 300.0  # int16 RMS above which a 20 ms audio frame counts as speech
 
@@ -260,7 +261,8 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
                 offer_extra: dict[str, Any] | None = None, light: bool = False,
                 hold: float = 0.0,
                 mic_clips: list[tuple[float, np.ndarray]] | None = None,
-                talk_over: tuple[float, np.ndarray] | None = None) -> ProbeResult:
+                talk_over: tuple[float, np.ndarray] | None = None,
+                packet_buffer: bool = False) -> ProbeResult:
     """Watch a session for ``seconds``; ``hold`` keeps the connection open that much longer
     without recording (benchmarks use it to overlap sessions)."""
     result = ProbeResult()
@@ -272,9 +274,12 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
     pc.addTransceiver("video", direction="recvonly")
     mic = ScriptedMicrophone(mic_clips or []) if (mic_clips or talk_over) else None
     if mic is not None:
-        pc.addTransceiver(mic, direction="sendrecv")
+        audio = pc.addTransceiver(mic, direction="sendrecv")
     else:
-        pc.addTransceiver("audio", direction="recvonly")
+        audio = pc.addTransceiver("audio", direction="recvonly")
+    if packet_buffer:
+        # What the server delivers, without the fixed 80 ms aiortc adds before decoding.
+        use_packet_jitter_buffer(audio.receiver)
     received_events: list[tuple[float, Any]] = []
     channel = pc.createDataChannel("events")
 
@@ -402,6 +407,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=[], help="play WAV as the microphone at SECONDS (repeatable)")
     parser.add_argument("--talk-over", nargs=2, metavar=("DELAY", "WAV"), default=None,
                         help="play WAV as the microphone DELAY s after the avatar starts speaking")
+    parser.add_argument("--packet-buffer", action="store_true",
+                        help="decode each audio packet as it arrives (as the server does for "
+                             "the microphone) instead of after aiortc's 4-packet buffer")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="stay connected this many seconds after measuring")
 
@@ -414,7 +422,8 @@ def run(args: argparse.Namespace) -> int:
         if args.talk_over:
             over = (float(args.talk_over[0]), decode_audio_bytes(Path(args.talk_over[1]).read_bytes()))
         result = asyncio.run(probe(args.url, args.seconds, args.say, args.say_at, args.mode,
-                                   args.interrupt_at, extra, args.light, args.hold, clips, over))
+                                   args.interrupt_at, extra, args.light, args.hold, clips, over,
+                                   args.packet_buffer))
     except (aiohttp.ClientError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
