@@ -313,25 +313,35 @@ class Session:
             self.playout.push(samples)
 
     def _drop_held(self, reason: str) -> None:
-        """The person went on talking (or a newer request came): forget the held answer."""
-        held, self._held = self._held, None
+        """The person went on talking (or a newer request came): forget the held answer and
+        stop what it was making."""
+        held = self._forget_held(reason)
         if held is None:
             return
-        held.state = "dropped"
-        if held.task is not None:
-            held.task.cancel()
         self._stop_answer()
         if held.scheduled:
             # Nothing else plays while a turn is held (see _hear): all of it is this answer's.
             self.playout.clear()
             self.channel.silence_pending_audio()
+        self._set_state("listening")
+
+    def _forget_held(self, reason: str) -> _HeldTurn | None:
+        """Detach the held turn (its events, history and audio are never released); None when
+        there is none."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        held.state = "dropped"
+        if held.task is not None:
+            held.task.cancel()
         log_event(logger, "turn_dropped", self.id, reason=reason, held_ms=held.audio_ms,
                   scheduled=held.scheduled)
-        self._set_state("listening")
+        return held
 
     def interrupt(self) -> None:
         """Barge-in: stop the current speech everywhere in the pipeline."""
-        self._drop_held("interrupt")
+        # The held answer's speech is stopped and counted below with everything else.
+        self._forget_held("interrupt")
         dropped = self._stop_answer()
         pending_samples = len(self.playout)
         self.playout.clear()
