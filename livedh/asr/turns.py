@@ -275,6 +275,9 @@ class TurnDetector:
 
     def _step(self, frame: VADFrame) -> list[TurnEvent]:
         speech = self._is_speech(frame)
+        if speech:
+            # A voiced frame starts a turn or belongs to the one going on.
+            self._loudest = max(self._loudest, frame.rms)
         pcm = np.clip(np.round(frame.samples * 32768.0), -32768, 32767).astype(np.int16)
         if self._start is None:
             if not speech:
@@ -308,7 +311,6 @@ class TurnDetector:
 
     def _voice_end(self, frame: VADFrame) -> float:
         """Where the voice ends in ``frame``, a frame the VAD calls speech."""
-        self._loudest = max(self._loudest, frame.rms)
         floor_db = self.config.voice_floor_db
         if floor_db is None:
             return frame.end
@@ -326,7 +328,6 @@ class TurnDetector:
         self._audio.append(pcm)
         if speech:
             self._voiced += FRAME_SECONDS
-            self._loudest = max(self._loudest, frame.rms)
             # Not refined yet (see _voice_end): gaps between unconfirmed syllables are judged
             # as the VAD hears them.
             self._speech_end = frame.end
