@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 _Key = tuple[str, str | None, str]
 
 
+def _nbytes(chunks: tuple[PcmChunk, ...]) -> int:
+    return sum(chunk.samples.nbytes for chunk in chunks)
+
+
 class PhraseCache:
     """Synthesized texts, least recently used out first, bounded by the bytes of their audio.
 
@@ -60,17 +64,17 @@ class PhraseCache:
         return chunks
 
     def put(self, key: _Key, chunks: tuple[PcmChunk, ...]) -> None:
-        size = sum(chunk.samples.nbytes for chunk in chunks)
+        size = _nbytes(chunks)
         if size > self.max_bytes:
             return
         old = self._items.pop(key, None)
         if old is not None:
-            self._bytes -= sum(chunk.samples.nbytes for chunk in old)
+            self._bytes -= _nbytes(old)
         self._items[key] = chunks
         self._bytes += size
         while self._bytes > self.max_bytes:
             _, dropped = self._items.popitem(last=False)
-            self._bytes -= sum(chunk.samples.nbytes for chunk in dropped)
+            self._bytes -= _nbytes(dropped)
 
 
 class CachingTTS(TTSEngine):
@@ -82,8 +86,11 @@ class CachingTTS(TTSEngine):
         self.name = inner.name
         self._cache = cache
 
+    def _key(self, text: str, voice: str | None) -> _Key:
+        return (self.inner.name, voice, text)
+
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[PcmChunk]:
-        key = (self.inner.name, voice, text)
+        key = self._key(text, voice)
         if not self._cache.wants(text):
             async for chunk in self.inner.synthesize(text, voice):
                 yield chunk
@@ -112,7 +119,7 @@ class CachingTTS(TTSEngine):
         """Synthesize ``texts`` not cached yet, one after another; returns how many were."""
         done = 0
         for text in texts:
-            if not self._cache.wants(text) or (self.inner.name, voice, text) in self._cache:
+            if not self._cache.wants(text) or self._key(text, voice) in self._cache:
                 continue
             async for _ in self.synthesize(text, voice):
                 pass

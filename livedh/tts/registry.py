@@ -52,7 +52,7 @@ class TTSRegistry:
         engine = self._get(name)
         key = self._key(engine.name)
         cached = self._cached.get(key)
-        if cached is None or cached.inner is not engine:
+        if cached is None:
             cached = self._cached[key] = CachingTTS(engine, self.cache)
         return cached
 
