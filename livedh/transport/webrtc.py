@@ -30,6 +30,8 @@ VIDEO_CLOCK_RATE = 90000
 MIC_SAMPLE_RATE = 16000
 #: label of the data channel the page opens for server events
 EVENTS_LABEL = "events"
+
+
 class PacketJitterBuffer(JitterBuffer):
     """An audio jitter buffer that hands on every packet as it arrives.
 
