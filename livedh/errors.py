@@ -35,6 +35,32 @@ class UnsupportedMediaError(InvalidInputError):
     code = "unsupported_media"
 
 
+class UnauthorizedError(LiveDHError):
+    """The route needs a credential (an API key or a session token) that is missing or wrong."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(LiveDHError):
+    """The caller is known but may not do this (a cross-site origin, a non-loopback address)."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class RateLimitedError(LiveDHError):
+    """Too many requests from one client (or one session); ``retry_after`` seconds to wait."""
+
+    retryable = True
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFoundError(LiveDHError):
     http_status = 404
     code = "not_found"
