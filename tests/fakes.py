@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -71,3 +72,57 @@ class LoudnessModel(LipSyncModel):
             value = min(255, round(level * 255 * 2))
             out.append(np.full((self.height, self.width, 3), value, dtype=np.uint8))
         return out
+
+
+class ManualClock:
+    """Time that moves only when the test moves it (``advance_to``), for ``MediaClock(clock,
+    clock.sleep)``: what a session does at which moment no longer depends on the machine's
+    load. Sleepers wake, in deadline order, when the clock reaches their deadline."""
+
+    #: float slack when comparing a deadline with the time it was computed from
+    EPSILON = 1e-9
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.time = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    def __call__(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= self.EPSILON:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count += 1
+        heapq.heappush(self._sleepers, (self.time + seconds, self._count, future))
+        await future
+
+    def advance_to(self, time: float) -> None:
+        self.time = max(self.time, time)
+        while self._sleepers and self._sleepers[0][0] <= self.time + self.EPSILON:
+            _, _, future = heapq.heappop(self._sleepers)
+            if not future.done():
+                future.set_result(None)
+
+
+async def settle(rounds: int = 50) -> None:
+    """Let every task that is ready run until it waits again (no threads involved): a fixed
+    number of event-loop turns, the same in every run."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def make_inline_lipsync(model: LipSyncModel):
+    """A LipSyncEngine that renders on the event loop, not a worker thread: with a
+    ManualClock, nothing of a session then runs at a moment the test does not choose."""
+    from livedh.lipsync.engine import LipSyncEngine
+
+    class _InlineEngine(LipSyncEngine):
+        async def render(self, request: LipSyncRequest) -> np.ndarray:
+            if self.closed:
+                raise RuntimeError("lip-sync engine is closed")
+            return self._infer([request])[0]
+
+    return _InlineEngine(model)

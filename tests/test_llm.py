@@ -44,13 +44,16 @@ def _chunk(content: str | None, *, role: str | None = None, finish: str | None =
 class FakeOpenAI:
     """Speaks just enough of ``POST /v1/chat/completions`` (stream=True). The requested model
     name picks the behaviour: ``stall`` sends the first delta then only keep-alive comments until
-    the client goes away; ``bad-key`` answers 401; ``broken`` answers 500."""
+    the client goes away; ``bad-key`` answers 401; ``broken`` answers 500; the faults of
+    ``FAULTS`` and ``frozen`` (accepts the request, never answers) break the protocol."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.disconnected = asyncio.Event()
         self.reply = list(REPLY)
+        #: set at teardown: what a frozen request waits for
+        self.release = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -64,6 +67,8 @@ class FakeOpenAI:
         if model == "broken":
             error = {"message": "The server had an error", "type": "server_error"}
             return web.json_response({"error": error}, status=500)
+        if model in _FAULTS:
+            return await _FAULTS[model](self, request)
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -91,6 +96,86 @@ class FakeOpenAI:
             raise
 
 
+async def _frozen(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    await asyncio.wait_for(fake.release.wait(), GUARD_S)
+    return web.Response(status=204)
+
+
+async def _sse(request: web.Request, *lines: bytes) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for line in lines:
+        await response.write(line)
+    return response
+
+
+async def _empty(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    response = await _sse(request, _chunk("", role="assistant"), _chunk(None, finish="stop"),
+                          b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def _blank(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    response = await _sse(request, _chunk(" \n "), b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def _no_chunks(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    response = await _sse(request, b": nothing to say\n\n")
+    await response.write_eof()
+    return response
+
+
+async def _json(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    # What a server that ignores stream=true sends: one chat.completion object.
+    message = {"role": "assistant", "content": "Hello there."}
+    return web.json_response({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1700000000,
+        "model": "fake", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    })
+
+
+async def _html(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    return web.Response(text="<html><body>Welcome to nginx!</body></html>",
+                        content_type="text/html")
+
+
+async def _garbage(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    response = await _sse(request, _chunk("Hel"), b"data: {this is not json\n\n")
+    await response.write_eof()
+    return response
+
+
+async def _cut(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    # The server dies mid-reply: the chunked body ends without its terminating chunk.
+    response = await _sse(request, _chunk("Hel"), _chunk("lo"))
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
+async def _error_event(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    error = {"message": f"model overloaded at http://{request.host}/v1", "type": "server_error"}
+    response = await _sse(request, _chunk("Hel"),
+                          f"data: {json.dumps({'error': error})}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+async def _leaky(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    error = {"message": f"upstream {request.url} is down", "type": "server_error"}
+    return web.json_response({"error": error}, status=503)
+
+
+_FAULTS = {
+    "frozen": _frozen, "empty": _empty, "blank": _blank, "no-chunks": _no_chunks, "json": _json,
+    "html": _html, "garbage": _garbage, "cut": _cut, "error-event": _error_event,
+    "leaky": _leaky,
+}
+
+
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI()
@@ -104,6 +189,7 @@ async def fake_openai() -> AsyncIterator[tuple[FakeOpenAI, str]]:
     try:
         yield fake, f"http://{host}:{port}/v1"
     finally:
+        fake.release.set()
         await runner.cleanup()
 
 
@@ -178,7 +264,7 @@ async def test_idle_timeout_is_retryable(fake_openai: tuple[FakeOpenAI, str]):
         await llm.aclose()
     assert received == [REPLY[0]]
     assert info.value.retryable
-    assert "sent nothing" in info.value.message
+    assert "0.3 s" in info.value.message and "between tokens" in info.value.message
     # The stalled response was closed, not left open.
     await asyncio.wait_for(fake.disconnected.wait(), GUARD_S)
 
@@ -221,6 +307,7 @@ async def test_connection_refused_is_retryable():
         await llm.aclose()
     assert info.value.retryable
     assert "cannot reach" in info.value.message
+    assert str(port) not in info.value.message  # messages never name the endpoint
 
 
 async def test_cancelling_consumer_closes_connection(fake_openai: tuple[FakeOpenAI, str]):
@@ -256,6 +343,128 @@ async def test_closing_sentence_stream_closes_connection(fake_openai: tuple[Fake
         await asyncio.wait_for(fake.disconnected.wait(), GUARD_S)
     finally:
         await llm.aclose()
+
+
+@pytest.mark.parametrize(
+    ("model", "received", "expected", "retryable"),
+    [
+        ("empty", [], "empty reply", True),
+        ("blank", [" \n "], "empty reply", True),
+        ("no-chunks", [], "empty reply", True),
+        ("json", [], "application/json instead of an event stream", False),
+        ("html", [], "text/html instead of an event stream", False),
+        ("garbage", ["Hel"], "not chat-completions JSON", False),
+        ("cut", ["Hel", "lo"], "broke mid-reply", True),
+        ("error-event", ["Hel"], "failed mid-reply: model overloaded", True),
+        ("leaky", [], "HTTP 503", True),
+    ],
+)
+async def test_a_broken_reply_is_a_typed_error_that_names_no_address(
+    fake_openai: tuple[FakeOpenAI, str], model: str, received: list[str], expected: str,
+    retryable: bool,
+):
+    fake, url = fake_openai
+    llm = _llm(url, model=model)
+    deltas: list[str] = []
+    try:
+        with pytest.raises(ProviderError) as info:
+            async with aclosing(llm.stream([{"role": "user", "content": "x"}])) as stream:
+                async for delta in stream:
+                    deltas.append(delta)
+    finally:
+        await llm.aclose()
+    assert deltas == received
+    assert expected in info.value.message, info.value.message
+    assert info.value.retryable == retryable
+    port = url.split(":")[2].split("/")[0]
+    assert "127.0.0.1" not in info.value.message and port not in info.value.message
+    assert len(fake.requests) == 1
+
+
+async def test_a_frozen_endpoint_fails_once_at_the_configured_timeout(
+    fake_openai: tuple[FakeOpenAI, str],
+):
+    """It accepts the request and sends nothing: one request (the client does not retry on
+    its own, which doubled the wait), failed by the first-token deadline, which the message
+    names."""
+    fake, url = fake_openai
+    llm = OpenAIChat(LLMConfig(base_url=url, model="frozen", timeout=0.3))  # default retries
+    try:
+        with pytest.raises(ProviderError) as info:
+            await asyncio.wait_for(_collect(llm, [{"role": "user", "content": "x"}]), GUARD_S)
+    finally:
+        await llm.aclose()
+    assert info.value.message == "the LLM sent no reply within 0.3 s (waiting for the first token)"
+    assert info.value.retryable
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("model", ["empty", "json", "html", "garbage", "cut", "frozen"])
+async def test_a_broken_reply_reaches_the_page_and_the_avatar_listens_again(
+    fake_openai: tuple[FakeOpenAI, str], model: str,
+):
+    from livedh.config import SessionConfig
+    from livedh.lipsync.engine import LipSyncEngine
+    from livedh.session.session import Session
+    from tests.fakes import LoudnessModel, make_fake_tts
+
+    _, url = fake_openai
+    llm = _llm(url, model=model, timeout=0.3)
+    engine = LipSyncEngine(LoudnessModel())
+    tts = make_fake_tts()
+    session = Session(7, SessionConfig(), engine, tts, llm=llm,
+                      history=ChatHistory("be brief", 10))
+    events: list[dict[str, Any]] = []
+    session.emit = events.append
+    try:
+        await session.chat("hello")
+        task = session._chat_task
+        assert task is not None
+        await asyncio.wait_for(task, GUARD_S)
+        errors = [e for e in events if e["type"] == "error"]
+        assert len(errors) == 1 and errors[0]["where"] == "llm", events
+        assert "the LLM " in errors[0]["msg"] and "127.0.0.1" not in errors[0]["msg"]
+        states = [e["state"] for e in events if e["type"] == "state"]
+        assert states == ["thinking", "listening"]
+        assert session.state().state == "listening"
+        # The person hears why nothing comes (the page may show the error instead).
+        for _ in range(100):
+            if tts.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert tts.calls[-1].startswith("Sorry")
+    finally:
+        await session.aclose()
+        await engine.aclose()
+        await llm.aclose()
+
+
+async def test_an_answer_with_nothing_to_say_leaves_thinking():
+    """A ChatLLM (not the OpenAI one, which calls that an error) streams only markup."""
+    from livedh.config import SessionConfig
+    from livedh.lipsync.engine import LipSyncEngine
+    from livedh.llm.base import ChatLLM
+    from livedh.session.session import Session
+    from tests.fakes import LoudnessModel, make_fake_tts
+
+    class Blank(ChatLLM):
+        async def stream(self, messages: list[Any]) -> AsyncIterator[str]:
+            yield "** --- **"
+
+    engine = LipSyncEngine(LoudnessModel())
+    session = Session(8, SessionConfig(), engine, make_fake_tts(), llm=Blank(),
+                      history=ChatHistory("be brief", 10))
+    events: list[dict[str, Any]] = []
+    session.emit = events.append
+    try:
+        await session.chat("hello")
+        assert session._chat_task is not None
+        await asyncio.wait_for(session._chat_task, GUARD_S)
+        assert [e["state"] for e in events if e["type"] == "state"] == ["thinking", "listening"]
+        assert not [e for e in events if e["type"] == "error"]
+    finally:
+        await session.aclose()
+        await engine.aclose()
 
 
 def test_not_configured():

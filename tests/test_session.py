@@ -1,4 +1,5 @@
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -9,8 +10,9 @@ import pytest
 from livedh.config import SessionConfig
 from livedh.errors import InvalidInputError, NotConfiguredError
 from livedh.lipsync.engine import LipSyncEngine
+from livedh.media.clock import MediaClock
 from livedh.session.session import Session
-from tests.fakes import LoudnessModel, make_fake_tts
+from tests.fakes import LoudnessModel, ManualClock, make_fake_tts, make_inline_lipsync, settle
 
 
 @pytest.fixture
@@ -124,9 +126,10 @@ async def test_uploaded_audio_plays(engine):
 class ScriptedLLM:
     """A ChatLLM fake: streams a scripted answer in small deltas, optionally stalling."""
 
-    def __init__(self, answer: str, stall_after: int | None = None) -> None:
+    def __init__(self, answer: str, stall_after: int | None = None, sleep=asyncio.sleep) -> None:
         self.answer = answer
         self.stall_after = stall_after
+        self.sleep = sleep  # a ManualClock's, to take the same time in every run
         self.requests: list[list[dict]] = []
         self.closed = 0
 
@@ -135,8 +138,8 @@ class ScriptedLLM:
         try:
             for i in range(0, len(self.answer), 4):
                 if self.stall_after is not None and i >= self.stall_after:
-                    await asyncio.sleep(3600)
-                await asyncio.sleep(0.005)
+                    await self.sleep(3600)
+                await self.sleep(0.005)
                 yield self.answer[i : i + 4]
         finally:
             self.closed += 1
@@ -216,9 +219,10 @@ async def test_a_renderer_slower_than_real_time_keeps_the_voice_on_time():
 
 
 class _CountingASR:
-    """An ASREngine fake: answers every turn with the same text, after ``delay`` seconds."""
+    """An ASREngine fake: answers every turn with the same text, after ``delay`` seconds (of
+    ``clock`` when given: on the event loop, no thread, the same moment in every run)."""
 
-    def __new__(cls, text: str, delay: float):
+    def __new__(cls, text: str, delay: float, clock: ManualClock | None = None):
         from livedh.asr.base import ASREngine, Transcript
 
         class _ASR(ASREngine):
@@ -227,9 +231,16 @@ class _CountingASR:
                 self.seconds: list[float] = []  # audio length of each call
 
             def transcribe(self, audio, language=None, *, partial=False):
-                import time
-
                 time.sleep(delay)
+                return self._answer(audio, partial)
+
+            async def atranscribe(self, audio, language=None, *, partial=False):
+                if clock is None:
+                    return await super().atranscribe(audio, language, partial=partial)
+                await clock.sleep(delay)
+                return self._answer(audio, partial)
+
+            def _answer(self, audio, partial):
                 if not partial:
                     self.seconds.append(len(audio) / 16000)
                 return Transcript(text, "en", (), len(audio) / 16000, partial)
@@ -247,12 +258,15 @@ def halting_speech() -> list[np.ndarray]:
 
 @pytest.mark.parametrize("local", [True, False], ids=["local-answerer", "remote-llm"])
 async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
-    engine, halting_speech, local, caplog
+    halting_speech, local, caplog
 ):
     """The person pauses mid-sentence (0.4 s: longer than early_silence, shorter than
     end_silence) and goes on: that speculative answer is dropped without a trace. At the final
     pause the answer is made while the turn-end silence runs, and plays when the turn ends.
-    A remote LLM (it costs per request) is asked only once the turn has ended."""
+    A remote LLM (it costs per request) is asked only once the turn has ended.
+
+    On a ManualClock, in lock-step with the microphone: each moment below is the same in every
+    run, however loaded the machine (the speech is piper's without noise, also the same)."""
     from livedh.asr.turns import EndOfTurn, TurnConfig, TurnDetector
     from livedh.asr.vad import SileroVADModel
     from livedh.llm.base import ChatLLM
@@ -269,19 +283,22 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     vad = SileroVADModel.load()
     offline = TurnDetector(turn, vad)
     (end,) = [e for e in offline.push(mic) if isinstance(e, EndOfTurn)]
-    asr = _CountingASR("a cup of tea please", delay=0.05)
+    clock = ManualClock()
+    asr = _CountingASR("a cup of tea please", delay=0.05, clock=clock)
     hearing = Hearing(vad, asr, HearingConfig(language="en", partial_interval=0, turn=turn))
     ChatLLM.register(ScriptedLLM)
-    llm = ScriptedLLM("Here is your tea.")
+    llm = ScriptedLLM("Here is your tea.", sleep=clock.sleep)
     llm.local = local  # type: ignore[attr-defined]
     tts = make_fake_tts()
-    session = Session(5, SessionConfig(), engine, tts, llm=llm,
-                      history=ChatHistory("be brief", 10), hearing=hearing)
+    lipsync = make_inline_lipsync(LoudnessModel())
+    session = Session(5, SessionConfig(), lipsync, tts, llm=llm,
+                      history=ChatHistory("be brief", 10), hearing=hearing,
+                      clock=MediaClock(clock, clock.sleep))
     events: list[dict] = []
     session.emit = events.append
     pushed_at: list[float] = []  # microphone seconds fed when speech reached the playout
     fed = 0.0
-    heard_at: list[tuple[float, float]] = []  # (microphone seconds fed, monotonic time)
+    heard_at: list[tuple[float, float]] = []  # (microphone seconds fed, the clock's time)
     push = session.playout.push
 
     def spy_push(samples, *, at=None):
@@ -292,12 +309,17 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     session.playout.push = spy_push  # type: ignore[method-assign]
 
     async def microphone():
+        # A packet every 20 ms of the clock (the pause leaves 0.3 s for ASR, LLM and TTS), once
+        # what the previous one started has run as far as it can at that time; then silence
+        # until the test has read the stream.
         nonlocal fed
-        for i in range(0, len(mic), 320):
-            await asyncio.sleep(0.02)  # real time: the pause leaves 0.3 s for ASR, LLM and TTS
-            fed += 320 / 16000
-            heard_at.append((fed, time.monotonic()))
-            yield mic[i : i + 320]
+        for n in itertools.count(1):
+            await settle()
+            clock.advance_to(n * 320 / 16000)
+            await settle()
+            fed = n * 320 / 16000
+            heard_at.append((fed, clock()))
+            yield mic[(n - 1) * 320 : n * 320] if n * 320 <= len(mic) else silence[:320]
 
     session.attach_microphone(microphone())
     # What the transport sends, paced by the session's clock, until the microphone ends.
@@ -325,9 +347,11 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
     turn_over = next(t for f, t in heard_at if f >= end.end + turn.end_silence - 1e-6)
     if local:
         # Made during the pause, in the playout before the turn ended, timed to start with
-        # its end (give or take a microphone packet); nothing sounded before.
+        # its end: to the millisecond, within the microphone packet that brought it; nothing
+        # sounded before.
         assert pushed_at[0] < end.t
-        assert abs(first_sound - turn_over) <= 0.03, (first_sound - turn_over)
+        assert first_sound == pytest.approx(end.end + turn.end_silence, abs=0.001)
+        assert turn_over - 0.02 < first_sound <= turn_over, (first_sound - turn_over)
         # The mid-sentence answer was scheduled too (its pause came within 0.05 s of a turn
         # end) and taken back out when the voice resumed: it never sounded (first_sound).
         assert "event=turn_dropped session=5 reason=resumed" in caplog.text
@@ -336,6 +360,7 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
         assert end.t - 0.01 <= pushed_at[0] <= end.t + 0.3, (pushed_at, end.t)
         assert turn_over < first_sound < turn_over + 0.4
     await session.aclose()
+    await lipsync.aclose()
 
 
 async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
@@ -351,32 +376,41 @@ async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
     from livedh.session.hearing import Hearing, HearingConfig
 
     _, second = halting_speech
-    # Far longer than the microphone takes to reach the pause (~0.6 s), even on a loaded machine.
-    asr = _CountingASR("a cup of tea please", delay=2.0)
+    clock = ManualClock()
+    # Longer than the microphone's audio (~2.8 s of the clock): the pause comes while it runs.
+    asr = _CountingASR("a cup of tea please", delay=4.0, clock=clock)
     hearing = Hearing(SileroVADModel.load(), asr, HearingConfig(
         language="en", partial_interval=0, turn=TurnConfig(end_silence=0.5, early_silence=0.2)))
     ChatLLM.register(ScriptedLLM)
-    llm = ScriptedLLM("Here is your tea.")
+    llm = ScriptedLLM("Here is your tea.", sleep=clock.sleep)
     llm.local = True  # type: ignore[attr-defined]
     session = Session(6, SessionConfig(), engine, make_fake_tts(), llm=llm,
-                      history=ChatHistory("be brief", 10), hearing=hearing)
+                      history=ChatHistory("be brief", 10), hearing=hearing,
+                      clock=MediaClock(clock, clock.sleep))
     session.emit = lambda event: None
     held_seen: list[bool] = []
-    # The earlier turn: transcribing (2 s) while the person already asks again.
+    # The earlier turn: transcribing (4 s) while the person already asks again.
     session._child(session._answer_turn(second, "en", hearing), "turn")
     mic = np.concatenate([np.zeros(3200, np.int16), second, np.zeros(16000, np.int16)])
 
+    done = asyncio.Event()
+
     async def microphone():
-        for i in range(0, len(mic), 320):
-            await asyncio.sleep(0.005)
+        # 20 ms of the clock per packet, in lock-step (see the test above), then silence until
+        # both turns are answered (12 s of the clock at most: two transcriptions and the audio).
+        for n in range(1, 600):
+            await settle()
+            clock.advance_to(n * 320 / 16000)
+            await settle()
+            if len(llm.requests) == 2:
+                break
             held_seen.append(session._held is not None)
-            yield mic[i : i + 320]
+            yield mic[(n - 1) * 320 : n * 320] if n * 320 <= len(mic) else mic[:320] * 0
+        done.set()
 
     session.attach_microphone(microphone())
-    for _ in range(200):
-        if len(llm.requests) == 2:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(done.wait(), 60)  # a hang guard, not a speed requirement
+    assert len(held_seen) > len(mic) / 320  # the second turn's pause was heard
     assert not any(held_seen)
     assert len(llm.requests) == 2  # both turns answered, the later one at its end
     await session.aclose()

@@ -71,10 +71,14 @@ class SynthesisSpy:
         self.real = real
         self.started: list[str] = []
         self.release = threading.Event()
+        #: set once a call waits at the gate
+        self.held = threading.Event()
         self.gate_timed_out = False
 
     def __call__(self, text: str, syn_config: Any = None) -> Iterator[Any]:
         self.started.append(text)
+        if len(self.started) > 1:
+            self.held.set()
         if len(self.started) > 1 and not self.release.wait(timeout=60):
             self.gate_timed_out = True
         yield from self.real(text, syn_config=syn_config)
@@ -425,7 +429,7 @@ async def test_registry_unknown_engine_lists_the_valid_ones() -> None:
 
 
 async def test_registry_reports_available_engines(tmp_path: Path) -> None:
-    registry = TTSRegistry(TTSConfig())
+    registry = TTSRegistry(TTSConfig(allowed_engines=("piper", "espeak", "edge")))
     by_name = {e["name"]: e for e in registry.available()}
     assert set(by_name) == {"piper", "espeak", "edge"}
     assert by_name["piper"]["offline"] is True and by_name["piper"]["usable"] is True
@@ -475,7 +479,9 @@ async def test_piper_aclose_ends_running_and_queued_syntheses(
     spy = SynthesisSpy(voice.synthesize)
     monkeypatch.setattr(voice, "synthesize", spy)
     running = cast(AsyncGenerator[PcmChunk, None], engine.synthesize(" ".join(SENTENCES)))
-    await anext(running)  # the only worker is now held in the second sentence
+    await anext(running)
+    # The only worker is now held in the second sentence (run as soon as the first was done).
+    assert await asyncio.to_thread(spy.held.wait, 60)
     queued = asyncio.create_task(collect(engine.synthesize("Queued behind it.")))
     await asyncio.sleep(0)  # lets the task submit its job
     closing = asyncio.create_task(engine.aclose())

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -53,7 +54,7 @@ from livedh.avatar.video import (
     check_model,
     interpolate_missing,
 )
-from livedh.errors import ConflictError, InvalidInputError, NotFoundError
+from livedh.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from livedh.media.pcm import write_wav
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ class BuildParams:
     #: shortest footage accepted, in seconds: the renderer loops it, so a short clip repeats
     #: visibly, and training needs enough speech
     min_seconds: float = 10.0
+    #: longest footage accepted, seconds (None: no limit); the server sets these three so an
+    #: upload cannot become a job of hours or gigabytes
+    max_seconds: float | None = None
+    #: largest source frame, width x height (None: no limit)
+    max_input_pixels: int | None = None
+    #: most source frames decoded (None: no limit); also enforced while building, as a
+    #: container can lie about its length
+    max_frames: int | None = None
     #: refuse the video when more frames than this have no face
     max_missing_face_fraction: float = 0.2
     #: refuse the video when more frames than this show two or more faces
@@ -165,7 +174,7 @@ def probe_video(path: Path, params: BuildParams) -> VideoInfo:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
         raise InvalidInputError(
-            f"{path.name} is not a video file (FFmpeg cannot read it: {e}); send an MP4, MOV, "
+            f"{path.name} is not a video file (FFmpeg cannot read it: {_reason(e)}); send an MP4, MOV, "
             "MKV or WebM file"
         ) from e
     with container:
@@ -177,15 +186,24 @@ def probe_video(path: Path, params: BuildParams) -> VideoInfo:
         audio_codec = container.streams.audio[0].codec_context.name if has_audio else None
         codec = stream.codec_context.name
         base = stream.time_base
+        _check_limits(params, container.duration, stream.frames, stream.codec_context)
         spans: list[tuple[float, float]] = []
+        packets = 0
         try:
             for packet in container.demux(stream):
+                # stop reading as soon as the video is over a limit: a tiny file can hold
+                # hundreds of thousands of frames, and its header may say otherwise
+                packets += 1
                 if packet.pts is None or packet.size == 0 or base is None:
+                    _check_limits(params, frames=packets)
                     continue
                 spans.append((float(packet.pts * base), float((packet.duration or 0) * base)))
+                if packets % 256 == 0:
+                    _check_limits(params, frames=packets, seconds=spans[-1][0] - spans[0][0])
+            _check_limits(params, frames=packets)
         except av.FFmpegError as e:
             if not spans:
-                raise InvalidInputError(f"{path.name}: the video cannot be read ({e})") from e
+                raise InvalidInputError(f"{path.name}: the video cannot be read ({_reason(e)})") from e
             log.warning("%s: reading stopped early (%s); using the first %d frames", path.name, e, len(spans))
         if not spans:
             raise InvalidInputError(f"{path.name}: no video frames could be read (is the file damaged?)")
@@ -193,9 +211,12 @@ def probe_video(path: Path, params: BuildParams) -> VideoInfo:
             container.seek(0)
             first = next(container.decode(stream), None)
         except av.FFmpegError as e:
-            raise InvalidInputError(f"{path.name}: the video cannot be decoded ({codec}: {e})") from e
+            raise InvalidInputError(
+                f"{path.name}: the video cannot be decoded ({codec}: {_reason(e)})"
+            ) from e
         if first is None:
             raise InvalidInputError(f"{path.name}: no video frame could be decoded ({codec})")
+        _check_limits(params, frame=first)
         rotation = round((first.rotation or 0) / 90) % 4 * 90
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         container_name = container.format.name
@@ -232,12 +253,50 @@ def probe_video(path: Path, params: BuildParams) -> VideoInfo:
         audio=has_audio,
         audio_codec=audio_codec,
     )
+    _check_limits(params, seconds=duration)
     if duration < params.min_seconds:
         raise InvalidInputError(
             f"the video is {duration:.1f} s long; an avatar needs at least {params.min_seconds:g} s of "
             "footage (BuildParams.min_seconds, --min-seconds): film the person a little longer"
         )
     return info
+
+
+def _reason(error: BaseException) -> str:
+    """FFmpeg's reason without the file's path (which names a server folder)."""
+    return str(getattr(error, "strerror", None) or type(error).__name__)
+
+
+def _check_limits(
+    params: BuildParams,
+    container_us: int | None = None,
+    frames: int | None = None,
+    size: Any = None,
+    *,
+    seconds: float | None = None,
+    frame: Any = None,
+) -> None:
+    """Refuses (413) a video over ``params``' limits on duration (``seconds``, or the
+    container's ``container_us`` microseconds), source frames, and frame size (``size``: a
+    codec context or ``frame``: a decoded frame, both with width and height)."""
+    if container_us is not None and container_us > 0:
+        seconds = container_us / 1_000_000
+    limit_s = params.max_seconds
+    if limit_s is not None and seconds is not None and seconds > limit_s:
+        raise PayloadTooLargeError(
+            f"the video is longer than the limit of {limit_s:g} s; send a shorter clip"
+        )
+    if params.max_frames is not None and frames is not None and frames > params.max_frames:
+        raise PayloadTooLargeError(
+            f"the video has more than the limit of {params.max_frames} frames; send a shorter clip"
+        )
+    picture = frame if frame is not None else size
+    most = params.max_input_pixels
+    if most is not None and picture is not None and picture.width * picture.height > most:
+        raise PayloadTooLargeError(
+            f"the video's frames are {picture.width}x{picture.height}, larger than the limit of "
+            f"{most} pixels; send a smaller video"
+        )
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -317,6 +376,8 @@ def _read_audio(video: Path, info: VideoInfo, frame_count: int, fps: int) -> np.
     pieces: list[np.ndarray] = []
     first_time: float | None = None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    total = round(frame_count / fps * SAMPLE_RATE)
+    held_s = 0.0
     try:
         with av.open(str(video)) as container:
             stream = container.streams.audio[0]
@@ -324,13 +385,17 @@ def _read_audio(video: Path, info: VideoInfo, frame_count: int, fps: int) -> np.
                 if first_time is None and frame.time is not None:
                     first_time = float(frame.time)
                 pieces.extend(p.to_ndarray().reshape(-1) for p in resampler.resample(frame))
+                held_s += frame.samples / (frame.sample_rate or SAMPLE_RATE)
+                # the audio track can be far longer than the video: keep only what is needed
+                early = info.start_s - (first_time if first_time is not None else info.start_s)
+                if held_s > frame_count / fps + max(0.0, early) + 1.0:
+                    break
             pieces.extend(p.to_ndarray().reshape(-1) for p in resampler.resample(None))
     except av.FFmpegError as e:
-        raise InvalidInputError(f"{video.name}: the audio track cannot be decoded ({e})") from e
+        raise InvalidInputError(f"{video.name}: the audio track cannot be decoded ({_reason(e)})") from e
     audio = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
     shift = round(((first_time if first_time is not None else info.start_s) - info.start_s) * SAMPLE_RATE)
     audio = np.pad(audio, (shift, 0)) if shift > 0 else audio[-shift:]
-    total = round(frame_count / fps * SAMPLE_RATE)
     return np.pad(audio[:total], (0, max(0, total - len(audio))))
 
 
@@ -552,6 +617,8 @@ class _Decoder(threading.Thread):
                     if self.stop.is_set() or index >= n:
                         break
                     self.stats.decoded += 1
+                    # the probe read the packets, but the frames are what we hold and scale
+                    _check_limits(params, frames=self.stats.decoded, frame=frame)
                     t = float(frame.time) if frame.time is not None else info.start_s + j / info.source_fps
                     if prev is not None:
                         mid = (prev_t + t) / 2  # nearer the previous frame until half-way
@@ -562,7 +629,7 @@ class _Decoder(threading.Thread):
                     prev, prev_t, uses, rgb = frame, t, 0, None
             except av.FFmpegError as e:
                 raise InvalidInputError(
-                    f"{self.video.name}: the video is damaged near frame {index} ({e})"
+                    f"{self.video.name}: the video is damaged near frame {index} ({_reason(e)})"
                 ) from e
             while prev is not None and index < n and not self.stop.is_set():
                 rgb = emit(prev, rgb)  # the last frame lasts until the end
@@ -779,6 +846,38 @@ def _exclusive(avatars_dir: Path, name: str) -> Iterator[None]:
 def work_dir(avatars_dir: Path, name: str) -> Path:
     """Where the build of ``name`` keeps its resumable steps."""
     return Path(avatars_dir) / f".{name}.work"
+
+
+def discard_unfinished(avatars_dir: Path, name: str) -> bool:
+    """Removes what a killed build of ``name`` left behind: its work folder, lock file and
+    half-written avatar folders (``building()``'s temps), putting back a previous avatar that
+    was moved aside when the kill came mid-swap. Returns False, touching nothing, while
+    another process holds the build's lock."""
+    avatars_dir = Path(avatars_dir)
+    check_name(name)
+    if not avatars_dir.is_dir():
+        return True
+    lock = avatars_dir / f".{name}.lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(work_dir(avatars_dir, name), ignore_errors=True)
+        # exactly mkdtemp's names, so another avatar's files (names may hold dots) never match
+        temp = re.compile(rf"\.{re.escape(name)}\.(build|old)-[A-Za-z0-9_]{{8}}")
+        final = avatars_dir / name
+        for path in sorted(avatars_dir.iterdir()):
+            if not temp.fullmatch(path.name):
+                continue
+            if path.name.startswith(f".{name}.old-") and (path / "avatar").is_dir() and not final.exists():
+                os.replace(path / "avatar", final)
+            shutil.rmtree(path, ignore_errors=True)
+        lock.unlink(missing_ok=True)  # while we hold it, so no running build loses its lock
+    finally:
+        os.close(fd)
+    return True
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -34,6 +34,12 @@ def add_build_command(avatar_commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--min-seconds", type=float, default=10.0, help="shortest video accepted (default 10 s)"
     )
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="longest video accepted (default: no limit)")
+    parser.add_argument("--max-input-pixels", type=int, default=None,
+                        help="largest source frame, width x height (default: no limit)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="most source frames decoded (default: no limit)")
     parser.add_argument(
         "--model",
         choices=("ultralight", "wav2lip"),
@@ -67,7 +73,9 @@ def run_build(args: argparse.Namespace) -> int:
     progress: Any = _emit_progress if as_json else args.progress == "bar"
     try:
         params = BuildParams(
-            fps=args.fps, max_side=args.max_side, min_seconds=args.min_seconds, model=args.model
+            fps=args.fps, max_side=args.max_side, min_seconds=args.min_seconds, model=args.model,
+            max_seconds=args.max_seconds, max_input_pixels=args.max_input_pixels,
+            max_frames=args.max_frames,
         )
         result = build_avatar(
             args.video, args.name, args.avatars_dir, params, progress=progress, restart=args.restart,

@@ -4,7 +4,8 @@ the rest is still streaming.
 Cuts after . ! ? ; (when followed by a space), after the CJK marks 。！？；… and at newlines; at
 commas only once the pending text is long, to bound the wait for the first audio. Never cuts
 inside numbers (3.14, 1,000), common abbreviations (Mr., e.g.), initials or URLs. Fragments
-shorter than ``min_chars`` are merged into the next sentence, and markdown that should not be
+shorter than ``min_chars`` are merged into the next sentence, none is longer than ``max_chars``
+(a run with nowhere to cut is cut hard), and markdown that should not be
 spoken (emphasis stars, headings, backticks, list bullets, link targets) is stripped.
 """
 
@@ -15,6 +16,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 DEFAULT_MIN_CHARS = 6
 DEFAULT_LONG_CHARS = 60
+#: No sentence is longer: a run without a place to cut (a very long word, CJK text without
+#: punctuation) is cut hard, so that one TTS job (and what a barge-in waits for) stays small.
+DEFAULT_MAX_CHARS = 120
 
 _ASCII_ENDS = ".!?;"
 _CJK_ENDS = "。！？；…"
@@ -68,11 +72,13 @@ def clean_markdown(text: str, *, line_start: bool = True) -> str:
 class _Segmenter:
     """Incremental splitter: ``feed`` text as it arrives, ``finish`` at the end."""
 
-    def __init__(self, min_chars: int, long_chars: int) -> None:
-        self._min = max(0, min_chars)
-        self._long = max(1, long_chars)
-        # With no comma to cut at, a run-on text is still cut at a space past this length.
-        self._hard = 3 * self._long
+    def __init__(self, min_chars: int, long_chars: int, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        self._max = max(1, max_chars)
+        self._long = min(max(1, long_chars), self._max)
+        self._min = min(max(0, min_chars), self._long - 1)
+        # With no comma to cut at, a run-on text is still cut at a space past this length, or
+        # anywhere at it when it has no space either.
+        self._hard = min(3 * self._long, self._max)
         self._buf = ""
         self._line_start = True
         self._held = ""
@@ -115,13 +121,18 @@ class _Segmenter:
         piece = clean_markdown(raw, line_start=line_start)
         if not _speakable(piece):
             return []
+        out: list[str] = []
         if self._held:
-            piece = _join(self._held, piece)
+            joined = _join(self._held, piece)
+            if len(joined) <= self._max:
+                piece = joined
+            else:
+                out.append(self._held)  # merging would make the piece too long
             self._held = ""
         if len(piece) < self._min:
             self._held = piece  # too short to be worth a TTS request of its own
-            return []
-        return [piece]
+            return out
+        return [*out, piece]
 
     def _find_cut(self, *, final: bool) -> int | None:
         """End index of the first sentence in the buffer, or None if there is none yet (or it
@@ -180,7 +191,7 @@ class _Segmenter:
             return None
         # The last comma that keeps the piece within the long length, else the first past it.
         best: int | None = None
-        for i in range(self._min, limit):
+        for i in range(self._min, min(limit, self._hard)):
             ch = buf[i]
             if ch in _CJK_COMMAS or (ch in _ASCII_COMMAS and i + 1 < n and buf[i + 1].isspace()):
                 if best is not None and i >= self._long:
@@ -203,12 +214,13 @@ async def split_sentences(
     deltas: AsyncIterator[str],
     min_chars: int = DEFAULT_MIN_CHARS,
     long_chars: int = DEFAULT_LONG_CHARS,
+    max_chars: int = DEFAULT_MAX_CHARS,
 ) -> AsyncGenerator[str, None]:
     """Yield speakable sentences from a stream of text deltas as soon as each is complete.
 
     Closing this generator closes ``deltas`` too, so a barge-in stops the LLM request at once.
     """
-    segmenter = _Segmenter(min_chars, long_chars)
+    segmenter = _Segmenter(min_chars, long_chars, max_chars)
     try:
         async for delta in deltas:
             for sentence in segmenter.feed(delta):
@@ -222,8 +234,11 @@ async def split_sentences(
 
 
 def split_text(
-    text: str, min_chars: int = DEFAULT_MIN_CHARS, long_chars: int = DEFAULT_LONG_CHARS
+    text: str,
+    min_chars: int = DEFAULT_MIN_CHARS,
+    long_chars: int = DEFAULT_LONG_CHARS,
+    max_chars: int = DEFAULT_MAX_CHARS,
 ) -> list[str]:
     """``split_sentences`` for a whole text at once (echo mode)."""
-    segmenter = _Segmenter(min_chars, long_chars)
+    segmenter = _Segmenter(min_chars, long_chars, max_chars)
     return segmenter.feed(text) + segmenter.finish()

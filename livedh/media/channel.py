@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,14 @@ class AVChannel:
         self._closed = False
         #: how late (ms) the transport sent recent video frames after their due time
         self.video_lateness_ms: deque[float] = deque(maxlen=1500)
+        #: also told each lateness, in seconds (the session's metrics histogram)
+        self.on_lateness: Callable[[float], None] | None = None
+
+    def note_lateness(self, seconds: float) -> None:
+        """The transport sent a video frame ``seconds`` after its due time."""
+        self.video_lateness_ms.append(seconds * 1000)
+        if self.on_lateness is not None:
+            self.on_lateness(seconds)
 
     def lateness_p99_ms(self) -> float:
         if not self.video_lateness_ms:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class MediaClock:
@@ -12,11 +12,23 @@ class MediaClock:
 
     Waiting for an absolute deadline (instead of sleeping a period after each frame)
     keeps errors from accumulating: a late frame does not delay the next ones.
+
+    ``now`` and ``sleep`` are the time source (a test passes a clock it moves itself, so that
+    what a session does at which moment does not depend on the machine's load).
     """
 
-    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self._now = now
+        self._sleep = sleep
         self._start: float | None = None
+
+    def now(self) -> float:
+        """The clock's time source (seconds, arbitrary origin)."""
+        return self._now()
 
     @property
     def started(self) -> bool:
@@ -36,7 +48,9 @@ class MediaClock:
 
     async def wait_until(self, pts_seconds: float) -> float:
         """Sleep until media time ``pts_seconds``; return how late we woke (s, >= 0)."""
-        delay = self.deadline(pts_seconds) - self._now()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return max(0.0, self._now() - self.deadline(pts_seconds))
+        deadline = self.deadline(pts_seconds)
+        # A loop: a sleep may end a hair early (timer resolution), or, with a test's clock,
+        # before that clock has been moved far enough.
+        while (delay := deadline - self._now()) > 0:
+            await self._sleep(delay)
+        return -delay

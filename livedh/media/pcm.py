@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from livedh.errors import InvalidInputError, UnsupportedMediaError
+from livedh.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
 
 # The session's internal audio format: mono int16. 16 kHz is what speech models
 # (whisper, Wav2Lip's mel front-end) expect, so no second resampling is needed there.
@@ -68,31 +68,45 @@ def _frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
     return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
 
 
-def decode_audio_bytes(data: bytes, target_rate: int = SESSION_SAMPLE_RATE) -> np.ndarray:
+def decode_audio_bytes(
+    data: bytes, target_rate: int = SESSION_SAMPLE_RATE, *, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode an uploaded file (wav, mp3, ogg, flac ...) to mono int16 at ``target_rate``.
 
-    Raises UnsupportedMediaError when the bytes are not audio we can decode.
+    Decodes frame by frame and stops as soon as the audio is longer than ``max_seconds``
+    (PayloadTooLargeError): a few kilobytes of compressed silence can decode to gigabytes, so
+    at most the cap plus one frame is ever held. Raises UnsupportedMediaError when the bytes are
+    not audio we can decode.
     """
     if not data:
         raise InvalidInputError("the audio file is empty")
+    limit = None if max_seconds is None else int(max_seconds * target_rate)
+    parts: list[np.ndarray] = []
+    held = 0
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
                 raise UnsupportedMediaError("the file has no audio stream")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
-            parts: list[np.ndarray] = []
             for frame in container.decode(audio=0):
                 parts.append(_frames_to_array(resampler.resample(frame)))
+                held += len(parts[-1])
+                if limit is not None and held > limit:
+                    raise PayloadTooLargeError(
+                        f"the audio is longer than the limit of {max_seconds:g} s; send a shorter clip"
+                    )
             parts.append(_frames_to_array(resampler.resample(None)))
-    except UnsupportedMediaError:
+    except InvalidInputError:
         raise
-    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+    except (av.error.FFmpegError, ValueError, IndexError, MemoryError) as exc:
         raise UnsupportedMediaError(
             f"could not decode the audio file ({exc.__class__.__name__}); send wav, mp3, ogg or flac"
         ) from exc
     samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
     if len(samples) == 0:
         raise UnsupportedMediaError("the audio file decodes to no samples")
+    if limit is not None and len(samples) > limit:  # the resampler's tail
+        raise PayloadTooLargeError(f"the audio is longer than the limit of {max_seconds:g} s")
     return samples
 
 

@@ -6,13 +6,21 @@ import asyncio
 import dataclasses
 import threading
 from collections import Counter
+from typing import Any
 
 from aiohttp import web
 
 from livedh import __version__
-from livedh.media.pcm import decode_audio_bytes
-from livedh.server.http import ok, optional_str, read_json, require_bool, require_str
-from livedh.server.legacy import _tts_choice, read_upload, speak
+from livedh.server.http import (
+    MAX_SDP_CHARS,
+    ok,
+    optional_str,
+    read_json,
+    reject_unknown,
+    require_bool,
+    require_str,
+)
+from livedh.server.legacy import _tts_choice, decode_upload, read_upload, speak
 from livedh.server.openapi import openapi_document
 from livedh.server.services import SERVICES
 
@@ -60,7 +68,7 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get(f"{PREFIX}/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(request.app[SERVICES].config))
 
 
 @routes.get(f"{PREFIX}/avatar")
@@ -93,11 +101,20 @@ async def list_sessions(request: web.Request) -> web.Response:
 @routes.post(f"{PREFIX}/sessions")
 async def create_session(request: web.Request) -> web.Response:
     body = await read_json(request)
-    engine, voice = _tts_choice(body)
+    reject_unknown(body, ("sdp", "type", "tts", "token"))
+    engine, voice = _strict_tts_choice(body)
     session, sdp, sdp_type = await request.app[SERVICES].sessions.open_webrtc(
-        require_str(body, "sdp"), require_str(body, "type"), engine, voice
+        require_str(body, "sdp", MAX_SDP_CHARS), require_str(body, "type"), engine, voice
     )
     return web.json_response({"sessionid": session.id, "sdp": sdp, "type": sdp_type}, status=201)
+
+
+def _strict_tts_choice(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """/api/v1 bodies are exact (see openapi.py); LiveTalking's ignore unknown fields."""
+    tts = body.get("tts")
+    if isinstance(tts, dict):
+        reject_unknown(tts, ("engine", "voice"))
+    return _tts_choice(body)
 
 
 @routes.get(PREFIX + "/sessions/{sessionid}")
@@ -111,7 +128,8 @@ async def update_session(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     session = services.sessions.get(request.match_info["sessionid"])
     body = await read_json(request)
-    engine, voice = _tts_choice(body)
+    reject_unknown(body, ("tts",))
+    engine, voice = _strict_tts_choice(body)
     if engine is not None or voice is not None:
         tts = services.tts.get(engine) if engine is not None else session.tts
         session.set_voice(tts, services.tts.validate_voice(voice))
@@ -129,7 +147,9 @@ async def delete_session(request: web.Request) -> web.Response:
 @routes.post(PREFIX + "/sessions/{sessionid}/say")
 async def say(request: web.Request) -> web.Response:
     session = request.app[SERVICES].sessions.get(request.match_info["sessionid"])
-    await speak(session, await read_json(request))
+    body = await read_json(request)
+    reject_unknown(body, ("text", "mode", "interrupt"))
+    await speak(session, body)
     return ok()
 
 
@@ -137,7 +157,7 @@ async def say(request: web.Request) -> web.Response:
 async def say_audio(request: web.Request) -> web.Response:
     session = request.app[SERVICES].sessions.get(request.match_info["sessionid"])
     _, data = await read_upload(request)
-    samples = await asyncio.get_running_loop().run_in_executor(None, decode_audio_bytes, data)
+    samples = await decode_upload(request, data)
     session.play_audio(samples)
     return ok()
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from livedh.config import AppConfig
-from livedh.server import api_v1, avatars_api, legacy
+from livedh.server import api_v1, avatars_api, legacy, metrics_api, security
 from livedh.server.avatar_jobs import AvatarJobs, remove_uploads
 from livedh.server.http import cors_middleware, errors_middleware
 from livedh.server.services import SERVICES, Services, build_services
@@ -16,10 +16,17 @@ from livedh.server.services import SERVICES, Services, build_services
 def create_app(
     config: AppConfig,
     services_factory: Callable[[AppConfig], Awaitable[Services]] = build_services,
+    access: security.Security | None = None,
 ) -> web.Application:
-    """``services_factory`` builds models and engines at start-up (tests pass fakes)."""
+    """``services_factory`` builds models and engines at start-up (tests pass fakes);
+    ``access`` holds keys and rate limits (tests pass one with a fake clock)."""
     app = web.Application(
-        middlewares=[cors_middleware, errors_middleware],
+        # Outermost first: CORS headers go on errors too; access checks see the handler's
+        # typed errors (a lookup of an unknown session counts against the caller).
+        middlewares=[
+            cors_middleware(config.server.cors_origins), errors_middleware,
+            security.security_middleware,
+        ],
         # Room for the multipart envelope around the largest upload we accept.
         client_max_size=config.server.max_upload_bytes + 64 * 1024,
     )
@@ -38,11 +45,15 @@ def create_app(
         await jobs.aclose()
 
     app[avatars_api.APP_CONFIG] = config
+    app[security.SECURITY] = access if access is not None else security.Security(config.server)
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(avatar_jobs_ctx)
     app.add_routes(legacy.routes)
     app.add_routes(api_v1.routes)
     app.add_routes(avatars_api.routes)
+    app.add_routes(security.routes)
+    app.add_routes(metrics_api.routes)
+    app.on_response_prepare.append(metrics_api.count_rejected)
 
     index = config.server.web_dir / "index.html"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from livedh.config import AvatarBuildConfig
-from livedh.errors import ConflictError, NotFoundError
+from livedh.errors import ConflictError, NotFoundError, RateLimitedError
 from livedh.logs import log_event
 
 log = logging.getLogger("livedh.avatars")
@@ -99,10 +99,22 @@ class AvatarJobs:
             raise NotFoundError(f"no avatar build job {job_id!r}")
         return job
 
+    def check_room(self) -> None:
+        """Raises RateLimitedError (429) when ``max_queued`` builds are queued or running: each
+        is minutes of CPU, and an unbounded queue is a queue of uploads on disk."""
+        active = sum(1 for j in self._jobs.values() if j.active)
+        if active >= self.config.max_queued:
+            raise RateLimitedError(
+                f"{active} avatar builds are queued or running (the limit is "
+                f"{self.config.max_queued}); try again when one has finished",
+                retry_after=60.0,
+            )
+
     def submit(self, name: str, video: Path, filename: str = "") -> AvatarJob:
         """Queues a build of ``video`` (an upload this object now owns and deletes when done)."""
         if any(j.active and j.name == name for j in self._jobs.values()):
             raise ConflictError(f"avatar {name!r} is already being built")
+        self.check_room()
         job = AvatarJob(id=secrets.token_hex(6), name=name, video=Path(video), filename=filename)
         self._jobs[job.id] = job
         self._forget_old()
@@ -138,6 +150,9 @@ class AvatarJobs:
             "--fps", str(self.fps),
             "--max-side", str(c.max_side),
             "--min-seconds", str(c.min_seconds),
+            "--max-seconds", str(c.max_seconds),
+            "--max-input-pixels", str(c.max_input_pixels),
+            "--max-frames", str(c.max_frames),
             "--model", c.model,
             "--progress", "json",
             "--source", f"uploaded video {job.filename or job.video.name}",
@@ -190,6 +205,10 @@ class AvatarJobs:
                     process.kill()
                 await process.wait()
             job.video.unlink(missing_ok=True)
+            if process is not None:
+                # a killed or failed child leaves its work folder and lock (resumable for the
+                # CLI, but an upload is never built again); the child is gone, so clean here
+                await self._discard_unfinished(job)
             job.error = error
             job.finished = time.time()
             job.state = state
@@ -198,6 +217,13 @@ class AvatarJobs:
                 log, "avatar_build_finished", job=job.id, avatar=job.name, state=job.state,
                 error=(job.error or {}).get("msg"),
             )  # fmt: skip
+
+    async def _discard_unfinished(self, job: AvatarJob) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, _discard_unfinished, self.avatars_dir, job.name)
+        except Exception:  # cleaning up must not hide the job's outcome
+            log.exception("event=avatar_build_cleanup_error job=%s", job.id)
 
     async def _read_progress(
         self, job: AvatarJob, stream: asyncio.StreamReader, outcome: dict[str, Any]
@@ -227,6 +253,12 @@ class AvatarJobs:
 async def _tail(stream: asyncio.StreamReader, lines: deque[str]) -> None:
     async for raw in stream:
         lines.append(raw.decode(errors="replace").rstrip())
+
+
+def _discard_unfinished(avatars_dir: Path, name: str) -> None:
+    from livedh.avatar.build import discard_unfinished  # cv2 and friends: not at server import
+
+    discard_unfinished(avatars_dir, name)
 
 
 def remove_uploads(avatars_dir: Path) -> None:

@@ -13,11 +13,11 @@ from livedh.avatar.format import check_name, list_avatars
 from livedh.config import AppConfig
 from livedh.errors import ConflictError, InvalidInputError, PayloadTooLargeError
 from livedh.server.avatar_jobs import AvatarJobs
+from livedh.server.http import APP_CONFIG, reading_body
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1/avatars"
 AVATAR_JOBS = web.AppKey("avatar_jobs", AvatarJobs)
-APP_CONFIG = web.AppKey("app_config", AppConfig)
 _SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 _CHUNK = 1 << 20
 
@@ -53,20 +53,22 @@ async def build(request: web.Request) -> web.Response:
         raise PayloadTooLargeError(f"the video is larger than the limit of {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise InvalidInputError("send multipart/form-data with fields 'name' and 'file' (the video)")
+    jobs.check_room()  # before reading hundreds of megabytes that could not be built
     fields: dict[str, str] = {"name": request.query.get("name", ""), "replace": "false"}
     upload: Path | None = None
     filename = ""
     try:
-        async for part in await request.multipart():
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "file":
-                if upload is not None:
-                    raise InvalidInputError("send one 'file' per request")
-                upload = await _save_part(part, jobs, limit)
-                filename = Path(part.filename or "").name[:128]
-            elif part.name in ("name", "replace"):
-                fields[part.name] = (await part.text()).strip()
+        async with reading_body(request):
+            async for part in await request.multipart():
+                if not isinstance(part, BodyPartReader):
+                    continue
+                if part.name == "file":
+                    if upload is not None:
+                        raise InvalidInputError("send one 'file' per request")
+                    upload = await _save_part(part, jobs, limit)
+                    filename = Path(part.filename or "").name[:128]
+                elif part.name in ("name", "replace"):
+                    fields[part.name] = (await part.text()).strip()
         if upload is None:
             raise InvalidInputError("the form needs a 'file' field holding the video")
         name = _check_name(fields["name"])
@@ -122,7 +124,11 @@ def _probe(path: Path, config: AppConfig) -> None:
     from livedh.avatar.build import BuildParams, probe_video
 
     c = config.avatar_build
+    # the limits are checked from the container and the first frame, before any job starts
     probe_video(
         path,
-        BuildParams(fps=config.session.fps, min_seconds=c.min_seconds, max_side=c.max_side, model=c.model),
+        BuildParams(
+            fps=config.session.fps, min_seconds=c.min_seconds, max_side=c.max_side, model=c.model,
+            max_seconds=c.max_seconds, max_input_pixels=c.max_input_pixels, max_frames=c.max_frames,
+        ),
     )

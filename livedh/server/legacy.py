@@ -7,17 +7,21 @@ a missing or unknown session is a 4xx instead of a server crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from livedh.errors import InvalidInputError, PayloadTooLargeError
 from livedh.media.pcm import decode_audio_bytes
 from livedh.server.http import (
+    MAX_SDP_CHARS,
     error_response,
     ok,
     optional_str,
     read_json,
+    reading_body,
     require_bool,
     require_str,
 )
@@ -42,7 +46,7 @@ async def offer(request: web.Request) -> web.Response:
     body = await read_json(request)
     engine, voice = _tts_choice(body)
     session, sdp, sdp_type = await services.sessions.open_webrtc(
-        require_str(body, "sdp"), require_str(body, "type"), engine, voice
+        require_str(body, "sdp", MAX_SDP_CHARS), require_str(body, "type"), engine, voice
     )
     return web.json_response({"sdp": sdp, "type": sdp_type, "sessionid": session.id})
 
@@ -75,7 +79,8 @@ async def read_upload(request: web.Request) -> tuple[Any, bytes]:
         raise PayloadTooLargeError(f"the upload is larger than the limit of {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise InvalidInputError("send multipart/form-data with fields 'sessionid' and 'file'")
-    form = await request.post()
+    async with reading_body(request):
+        form = await request.post()
     upload = form.get("file")
     if not isinstance(upload, web.FileField):
         raise InvalidInputError("the form needs a 'file' field holding an audio file")
@@ -85,11 +90,18 @@ async def read_upload(request: web.Request) -> tuple[Any, bytes]:
     return form.get("sessionid"), data
 
 
+async def decode_upload(request: web.Request, data: bytes) -> np.ndarray:
+    """Decode an uploaded audio file off the event loop, refusing audio longer than the cap."""
+    cap = request.app[SERVICES].config.server.max_upload_seconds
+    decode = functools.partial(decode_audio_bytes, data, max_seconds=cap)
+    return await asyncio.get_running_loop().run_in_executor(None, decode)
+
+
 @routes.post("/humanaudio")
 async def humanaudio(request: web.Request) -> web.Response:
     sessionid, data = await read_upload(request)
     session = request.app[SERVICES].sessions.get(sessionid)
-    samples = await asyncio.get_running_loop().run_in_executor(None, decode_audio_bytes, data)
+    samples = await decode_upload(request, data)
     session.play_audio(samples)
     return ok()
 

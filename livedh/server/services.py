@@ -18,6 +18,7 @@ from livedh.lipsync.loader import load_lipsync_model, resolve_model
 from livedh.llm.base import ChatLLM
 from livedh.llm.sentences import split_text
 from livedh.logs import log_event
+from livedh.metrics import Metrics
 from livedh.session.hearing import Hearing, HearingConfig
 from livedh.session.manager import SessionManager
 from livedh.tts.cache import CachingTTS
@@ -37,6 +38,13 @@ class Services:
     encode_pool: ThreadPoolExecutor | None = None
     #: start-up work that goes on while the server already serves (the TTS prefill)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    #: the app's metrics: the session manager's, which its sessions report to
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = self.sessions.metrics
+        sessions = self.sessions
+        self.metrics.watch_sessions(lambda: [s.connection for s in sessions.sessions()])
 
     async def aclose(self) -> None:
         for task in self.background:
@@ -123,7 +131,7 @@ async def build_services(config: AppConfig) -> Services:
     hearing = await load_hearing(config)
     # Video encoding for every session: one thread per core, named for profiles and leak checks.
     encode_pool = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="livedh-encode")
-    sessions = SessionManager(config, lipsync, tts, llm, hearing, encode_pool)
+    sessions = SessionManager(config, lipsync, tts, llm, hearing, encode_pool, metrics=Metrics())
     log_event(
         logger, "ready", model=config.model, avatar=config.avatar, tts=config.tts.engine,
         llm=config.llm.base_url or ("default" if config.llm.configured else "none"),

@@ -15,12 +15,44 @@ from livedh.llm.base import ChatLLM
 from livedh.llm.history import ChatHistory
 from livedh.logs import log_event
 from livedh.media.memory import trim_heap
+from livedh.metrics import Metrics
 from livedh.session.hearing import Hearing
 from livedh.session.session import Session
 from livedh.transport.webrtc import WebRTCPeer
 from livedh.tts.registry import TTSRegistry
 
 logger = logging.getLogger(__name__)
+
+#: new session ids are drawn from [SESSION_ID_MIN, 2**53)
+SESSION_ID_MIN = 2**52
+#: the largest integer JavaScript's Number holds exactly (LiveTalking's clients send ids as numbers)
+MAX_SESSION_ID = 2**53 - 1
+
+
+def parse_session_id(value: object) -> int:
+    """A session id from JSON or a URL: an integer in [0, 2**53), or its decimal digits.
+
+    Strict on purpose: int() of ``Infinity``, ``1e400`` or thousands of digits raises
+    OverflowError/ValueError, which would be a 500 instead of the client's mistake.
+    """
+    key: int | None = None
+    if isinstance(value, bool):
+        pass  # a bool is an int in Python, never an id
+    elif isinstance(value, int):
+        key = value
+    elif isinstance(value, float) and value.is_integer():  # JSON 123.0; False for inf and nan
+        key = int(value)
+    elif isinstance(value, str) and 0 < len(value) <= 16 and value.isascii() and value.isdigit():
+        key = int(value)
+    if key is None:
+        raise InvalidInputError("sessionid must be an integer")
+    if not 0 <= key <= MAX_SESSION_ID:
+        raise InvalidInputError(f"sessionid must be an integer from 0 to {MAX_SESSION_ID}")
+    return key
+
+
+#: connection states of a session whose ICE/DTLS handshake has not finished
+_CONNECTING = ("new", "connecting", "checking")
 
 
 class SessionManager:
@@ -32,8 +64,11 @@ class SessionManager:
         llm: ChatLLM | None = None,
         hearing: Hearing | None = None,
         encode_pool: Executor | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        #: the app's metrics, passed on to every session (a private one when none is given)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.lipsync = lipsync
         self.tts = tts
         self._llm = llm  # shared: it holds no conversation state
@@ -52,19 +87,17 @@ class SessionManager:
         return list(self._sessions.values())
 
     def get(self, sessionid: object) -> Session:
-        try:
-            key = int(sessionid)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise InvalidInputError("sessionid must be an integer") from None
+        key = parse_session_id(sessionid)
         session = self._sessions.get(key)
         if session is None:
             raise NotFoundError(f"no session {key}: it never existed or has closed")
         return session
 
     def _new_id(self) -> int:
-        # Six digits, like LiveTalking, so its clients (which may parseInt it) keep working.
+        # The id is the session's capability: 2**52 possibilities, unguessable, yet exact in a
+        # JavaScript Number (LiveTalking's clients send it as one; parseInt keeps it too).
         while True:
-            candidate = 100000 + secrets.randbelow(900000)
+            candidate = SESSION_ID_MIN + secrets.randbelow(SESSION_ID_MIN)
             if candidate not in self._sessions:
                 return candidate
 
@@ -77,6 +110,12 @@ class SessionManager:
         if len(self._sessions) + self._reserved >= self.config.server.max_sessions:
             raise CapacityError(
                 f"the server is full ({self.config.server.max_sessions} sessions); try again later"
+            )
+        # Offers that never finish ICE must not hold every slot until their timeout.
+        limit = self.config.server.connecting_limit
+        if self.connecting() + self._reserved >= limit:
+            raise CapacityError(
+                f"{limit} sessions are still connecting; try again in a few seconds"
             )
         tts = self.tts.get(engine)
         voice = self.tts.validate_voice(voice)
@@ -92,6 +131,7 @@ class SessionManager:
                     if self._llm is not None else None
                 ),
                 hearing=self._hearing,
+                metrics=self.metrics,
             )
             model = self.lipsync.model
             peer = WebRTCPeer(
@@ -101,7 +141,7 @@ class SessionManager:
             session.transport = peer
             session.emit = peer.send_event
             try:
-                answer = await peer.accept(sdp, sdp_type)
+                answer = await peer.accept(sdp, sdp_type, self.config.server.max_ice_candidates)
             except BaseException:
                 await session.aclose()
                 raise
@@ -115,10 +155,14 @@ class SessionManager:
         self._watch_connect_timeout(session)
         return session, answer.sdp, answer.type
 
+    def connecting(self) -> int:
+        """Sessions whose WebRTC connection is not established yet."""
+        return sum(1 for s in self._sessions.values() if s.connection in _CONNECTING)
+
     def _watch_connect_timeout(self, session: Session) -> None:
         async def watch() -> None:
             await asyncio.sleep(self.config.server.connect_timeout)
-            if session.connection in ("new", "connecting", "checking"):
+            if session.connection in _CONNECTING:
                 log_event(logger, "connect_timeout", session.id, level=logging.WARNING)
                 self._watchers.pop(session.id, None)
                 await self.close(session.id)

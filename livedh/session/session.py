@@ -30,7 +30,14 @@ from livedh.asr.turns import (
     rms_level,
 )
 from livedh.config import SessionConfig
-from livedh.errors import CapacityError, InvalidInputError, LiveDHError, NotConfiguredError
+from livedh.errors import (
+    CapacityError,
+    InvalidInputError,
+    LiveDHError,
+    NotConfiguredError,
+    ProviderError,
+    RateLimitedError,
+)
 from livedh.lipsync.base import LipSyncRequest
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.llm.base import ChatLLM
@@ -46,12 +53,16 @@ from livedh.media.pcm import (
     int16_to_float,
     trim_leading_silence,
 )
+from livedh.metrics import Metrics
 from livedh.session.hearing import Hearing
 from livedh.session.playout import PlayoutBuffer
 from livedh.tts.base import TTSEngine
+from livedh.tts.scheduler import TTS_OWNER, TTS_URGENT
 
 logger = logging.getLogger(__name__)
 
+#: spoken when the LLM fails (the page also gets the error event)
+_APOLOGY = "Sorry, I could not get an answer just now."
 #: seconds of silence after which no partial transcript starts (see _hear)
 _PARTIAL_QUIET = 0.1
 #: seconds a held answer is scheduled before the frames that play it are rendered, and how
@@ -92,7 +103,7 @@ class _HeldTurn:
     audio: list[np.ndarray] = field(default_factory=list)
     #: the answer's audio so far, in samples
     samples: int = 0
-    #: when the turn ends if the person stays silent (monotonic; see _schedule_held) ...
+    #: when the turn ends if the person stays silent (session clock; see _schedule_held) ...
     ends_at: float | None = None
     #: ... as guessed from the microphone audio that arrived at this moment
     guessed_at: float = 0.0
@@ -143,8 +154,11 @@ class Session:
         history: ChatHistory | None = None,
         seed: int | None = None,
         hearing: Hearing | None = None,
+        metrics: Metrics | None = None,
+        clock: MediaClock | None = None,
     ) -> None:
         self.id = sessionid
+        self._metrics = metrics if metrics is not None else Metrics()
         self.config = config
         self.lipsync = lipsync
         self.tts = tts
@@ -162,10 +176,13 @@ class Session:
         if model.sample_rate != SESSION_SAMPLE_RATE:
             raise ValueError("lip-sync models take 16 kHz audio")
         self.fps = config.fps
-        self.clock = MediaClock()
+        # Paces the stream; also the time the hearing and held turns are timed by (a test's
+        # clock makes them independent of the machine's load).
+        self.clock = clock if clock is not None else MediaClock()
         self.channel = AVChannel(
             self.clock, self.fps, SESSION_SAMPLE_RATE, video_format=lipsync.output_format
         )
+        self.channel.on_lateness = self._metrics.frame_lateness.observe
         self.playout = PlayoutBuffer(model.audio_window)
         self.connection = "new"
         self.transport: Transport | None = None
@@ -187,6 +204,8 @@ class Session:
         #: turns being transcribed, up to the moment their answer starts (the chat task)
         self._turns_in_progress = 0
         self._closed = False
+        #: characters of text waiting in _utterances, and in the utterance being synthesized
+        self._queued_chars = self._current_chars = 0
         self._tasks = [
             asyncio.create_task(self._speaker_loop(), name=f"session-{sessionid}-speaker"),
             asyncio.create_task(self._render_loop(), name=f"session-{sessionid}-render"),
@@ -199,6 +218,7 @@ class Session:
         if interrupt:
             self.interrupt()
         self._drop_held("request")
+        self._check_queued_chars(len(text))
         self._enqueue(Utterance(text=text, engine=self.tts, voice=self.voice))
 
     def play_audio(self, samples: np.ndarray, *, interrupt: bool = False) -> None:
@@ -273,7 +293,7 @@ class Session:
         if (held is None or held.scheduled or not held.audio or held.ends_at is None
                 or not self.clock.started):
             return
-        now = time.monotonic()
+        now = self.clock.now()
         lead = (self.config.render_ahead + 1) / self.fps + _SCHEDULE_MARGIN
         if now - held.guessed_at > _SCHEDULE_MARGIN or held.ends_at - now > lead:
             return
@@ -289,7 +309,7 @@ class Session:
         self._generation += 1
         dropped = self._utterances.qsize()
         while not self._utterances.empty():
-            self._utterances.get_nowait()
+            self._queued_chars -= len(self._utterances.get_nowait().text or "")
         for task in (self._chat_task, self._current_speech):
             if task is not None:
                 task.cancel()
@@ -388,6 +408,7 @@ class Session:
             {"where": where, "msg": message, "retryable": retryable, "time": time.time()}
         )
         self._send({"type": "error", "where": where, "msg": message, "retryable": retryable})
+        self._metrics.count_error(where, error)
         log_event(logger, "error", self.id, logging.WARNING, where=where, error=message)
 
     async def aclose(self) -> None:
@@ -431,6 +452,21 @@ class Session:
             raise CapacityError("too many utterances queued for this session; try again later")
         utterance.generation = self._generation
         self._utterances.put_nowait(utterance)
+        self._queued_chars += len(utterance.text or "")
+
+    def _check_queued_chars(self, chars: int) -> None:
+        """Refuse text beyond the session's share of waiting speech: a client that queues
+        faster than it is spoken only grows the queue (and its claim on the TTS engine)."""
+        limit = self.config.max_queued_chars
+        waiting = self._queued_chars + self._current_chars
+        if waiting + chars > limit:
+            # About 15 characters are spoken per second: roughly when there is room again.
+            retry_after = max(1.0, float(round((waiting + chars - limit) / 15)))
+            raise RateLimitedError(
+                f"this session already has {waiting} characters of text waiting to be spoken; "
+                f"the limit is {limit}: wait until it has been spoken, or interrupt it",
+                retry_after=retry_after,
+            )
 
     def _child(self, coro: Coroutine[object, object, None], role: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"session-{self.id}-{role}")
@@ -441,6 +477,7 @@ class Session:
     async def _speaker_loop(self) -> None:
         while True:
             utterance = await self._utterances.get()
+            self._queued_chars -= len(utterance.text or "")
             if utterance.generation != self._generation:
                 continue
             speech = self._child(self._speak(utterance), "tts")
@@ -474,7 +511,15 @@ class Session:
             return
         assert utterance.engine is not None and utterance.text is not None
         resampler = StreamResampler(SESSION_SAMPLE_RATE)
-        stream = utterance.engine.synthesize(utterance.text, utterance.voice)
+        # The shared engine schedules its work fairly by who asks, first what a listener waits
+        # for (see tts/scheduler.py); this task's context is this session's alone.
+        TTS_OWNER.set(self.id)
+        held = self._held
+        TTS_URGENT.set(len(self.playout) == 0 and (held is None or held.samples == 0))
+        self._current_chars = len(utterance.text)
+        stream = self._metrics.timed_tts(
+            utterance.engine.synthesize(utterance.text, utterance.voice), utterance.engine.name
+        )
         # Voices start with up to ~100 ms of silence; when nothing is playing, skipping it
         # brings the first word that much closer to the request.
         trimming = len(self.playout) == 0
@@ -490,7 +535,8 @@ class Session:
             if utterance.generation == self._generation:
                 self._play(resampler.flush())
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            self._current_chars = 0
+            await stream.aclose()
 
     async def _chat(self, text: str, generation: int) -> None:
         assert self._llm is not None and self._history is not None
@@ -502,7 +548,7 @@ class Session:
         answer: list[str] = []
         spoken: list[str] = []  # filled by the speaker as sentences start playing
         try:
-            deltas = self._llm.stream(history.messages_for(text))
+            deltas = self._metrics.timed_llm(self._llm.stream(history.messages_for(text)))
             # aclosing: a barge-in closes the HTTP stream now, not when garbage-collected.
             async with contextlib.aclosing(split_sentences(deltas)) as sentences:
                 async for sentence in sentences:
@@ -516,16 +562,27 @@ class Session:
             record(lambda: history.add_partial(text, " ".join(spoken)))
             raise
         except LiveDHError as exc:
-            self.record_error(exc, "llm")
-            if generation == self._generation:
-                self._enqueue(
-                    Utterance(
-                        text="Sorry, I could not get an answer just now.",
-                        engine=self.tts, voice=self.voice,
-                    )
-                )
+            self._chat_failed(exc, generation)
+        except Exception:  # a ChatLLM bug must not leave the page "thinking"
+            logger.exception("chat failed")
+            self._chat_failed(ProviderError("the chat model failed", retryable=False), generation)
+        else:
+            if not answer and self._state == "thinking":
+                self._set_state("listening")  # nothing to say (blanks or markup only)
         record(lambda: history.add_exchange(text, " ".join(answer)))
         log_event(logger, "chat_end", self.id, sentences=len(answer))
+
+    def _chat_failed(self, error: LiveDHError, generation: int) -> None:
+        """The page gets an error event, the person a short apology, and the avatar stops
+        thinking (it shows as speaking while the apology, or an answer's start, plays)."""
+        self.record_error(error, "llm")
+        if generation != self._generation:
+            return  # interrupted meanwhile: a newer request owns the state
+        if self._state == "thinking":
+            self._set_state("listening")
+        # A full queue or a closed session: the error event is enough.
+        with contextlib.suppress(LiveDHError):
+            self._enqueue(Utterance(text=_APOLOGY, engine=self.tts, voice=self.voice))
 
     async def _hear(self, microphone: AsyncIterator[np.ndarray], hearing: Hearing) -> None:
         detector = TurnDetector(hearing.config.turn, hearing.vad)
@@ -575,7 +632,7 @@ class Session:
                         self._child(self._answer_turn(event.audio, language, hearing), "turn")
             pending_end = detector.pending_end
             if self._held is not None and pending_end is not None:
-                now = time.monotonic()
+                now = self.clock.now()
                 self._held.ends_at = now + pending_end - detector.time
                 self._held.guessed_at = now
                 self._schedule_held()
@@ -616,6 +673,7 @@ class Session:
         except LiveDHError as exc:
             self.record_error(exc, "asr")
             return
+        self._metrics.asr.observe(time.monotonic() - started)
         text = transcript.text.strip()
         log_event(logger, "transcript", self.id, chars=len(text),
                   asr_ms=round((time.monotonic() - started) * 1000),
@@ -689,6 +747,7 @@ class Session:
             # Request -> this frame's due time on the wire (same clock as the audio).
             due = self.clock.deadline(index / self.fps)
             fields["latency_ms"] = round((due - self._pending_request_at) * 1000)
+            self._metrics.first_audio.observe(due - self._pending_request_at)
             self._pending_request_at = None
         log_event(logger, "speak_start" if speaking else "speak_end", self.id, **fields)
         self._set_state("speaking" if speaking else "listening")

@@ -11,12 +11,13 @@ from livedh.media.pcm import SESSION_SAMPLE_RATE, StreamResampler
 
 
 def synthesize(texts: Sequence[str]) -> list[np.ndarray]:
-    """Each text spoken by piper (one voice load for all), as 16 kHz mono int16. Blocking: runs
-    its own event loop, so call it from synchronous code (fixtures, benchmark set-up)."""
+    """Each text spoken by piper (one voice load for all), as 16 kHz mono int16: the same
+    samples every run (piper without its random noise). Blocking: runs its own event loop, so
+    call it from synchronous code (fixtures, benchmark set-up)."""
     from livedh.tts.piper import PiperTTS
 
     async def run() -> list[np.ndarray]:
-        engine = PiperTTS()
+        engine = PiperTTS(deterministic=True)
         out = []
         try:
             for text in texts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections import deque
@@ -111,11 +112,11 @@ class ChannelVideoTrack(MediaStreamTrack):
             )
             if packets:
                 late = await self._channel.clock.wait_until(frame.index / self._channel.fps)
-                self._channel.video_lateness_ms.append(late * 1000)
+                self._channel.note_lateness(late)
                 return packets[0] if len(packets) == 1 else _join(packets)
         # Frame i is due at start + i / fps on the session clock shared with the audio track.
         late = await self._channel.clock.wait_until(frame.index / self._channel.fps)
-        self._channel.video_lateness_ms.append(late * 1000)
+        self._channel.note_lateness(late)
         out = av.VideoFrame.from_ndarray(frame.video, format=self._channel.video_format)
         out.pts = frame.index * self._ticks_per_frame
         out.time_base = Fraction(1, VIDEO_CLOCK_RATE)
@@ -213,6 +214,62 @@ def _take_keyframe_request(sender: RTCRtpSender) -> bool:
     return requested
 
 
+def screen_candidates(sdp: str, limit: int) -> str:
+    """``sdp`` without the remote ICE candidates the server must never probe, refusing an offer
+    with more than ``limit`` addresses to probe.
+
+    Each remote candidate makes aioice send STUN checks to an address the client chose, so an
+    offer with hundreds of them turns the server into a packet cannon. Kept: UDP candidates at
+    a unicast IP address or an mDNS name (browsers hide their addresses behind ``.local``
+    names); loopback and private addresses stay, as a LAN or test network uses them. Dropped:
+    other transports (aioice only speaks UDP), multicast, unspecified and broadcast addresses,
+    other host names, bad ports. Raises InvalidInputError (400).
+    """
+    lines = sdp.splitlines()
+    total = sum(1 for line in lines if line.startswith("a=candidate:"))
+    # browsers repeat their candidates in every media section, so a few lines each is normal
+    if total > 4 * limit:
+        raise InvalidInputError(
+            f"the offer has {total} ICE candidate lines; at most {limit} addresses are accepted"
+        )
+    kept: list[str] = []
+    targets: set[tuple[str, str]] = set()
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            target = _probe_target(line)
+            if target is None:
+                continue
+            targets.add(target)
+        kept.append(line)
+    if len(targets) > limit:
+        raise InvalidInputError(
+            f"the offer has {len(targets)} ICE candidate addresses; at most {limit} are accepted"
+        )
+    return sdp if len(kept) == len(lines) else "\r\n".join(kept) + "\r\n"
+
+
+def _probe_target(line: str) -> tuple[str, str] | None:
+    """(address, port) a candidate line would have the server probe, or None to drop it."""
+    bits = line[len("a=candidate:") :].split()
+    if len(bits) < 8 or bits[2].lower() != "udp" or bits[6] != "typ":
+        return None
+    host, port = bits[4], bits[5]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    if host.lower().endswith(".local"):
+        return host.lower(), port
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_multicast or address.is_unspecified or address == _BROADCAST:
+        return None
+    return str(address), port
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 class WebRTCPeer:
     """One peer connection: sends a channel's audio and video; receives the person's microphone
     (when the offer sends audio) and a data channel for events (transcripts, state)."""
@@ -294,12 +351,16 @@ class WebRTCPeer:
         if self._on_state is not None:
             self._on_state(self.connection_state)
 
-    async def accept(self, sdp: str, sdp_type: str) -> RTCSessionDescription:
-        """Answer a browser's offer. Bad SDP raises InvalidInputError."""
+    async def accept(
+        self, sdp: str, sdp_type: str, max_candidates: int = 16
+    ) -> RTCSessionDescription:
+        """Answer a browser's offer. Bad SDP, or more than ``max_candidates`` remote ICE
+        candidates to probe, raises InvalidInputError."""
         if sdp_type != "offer":
             raise InvalidInputError(f"type must be 'offer', got {sdp_type!r}")
         if not isinstance(sdp, str) or not sdp.startswith("v=0"):
             raise InvalidInputError("sdp is not a session description (it must start with 'v=0')")
+        sdp = screen_candidates(sdp, max_candidates)
         # Our transceivers exist before the offer is applied, so aiortc matches the offer's
         # sections to them and negotiates codecs in our order of preference.
         video = self._pc.addTransceiver(self._video, direction="sendonly")

@@ -7,9 +7,9 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -17,7 +17,8 @@ from livedh.errors import InvalidInputError, LiveDHError, ModelFileError, Provid
 from livedh.media.pcm import PcmChunk
 from livedh.media.threads import lower_thread_priority
 from livedh.tts.base import TTSEngine
-from livedh.tts.text import split_sentences, validate_voice
+from livedh.tts.scheduler import FairScheduler, stream_pieces
+from livedh.tts.text import MAX_PIECE_CHARS, split_sentences, validate_voice
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
@@ -45,18 +46,23 @@ def _closed_error() -> ProviderError:
 class PiperTTS(TTSEngine):
     """Piper voice synthesis, streamed sentence by sentence.
 
-    ``threads``: onnxruntime threads per synthesis; ``workers``: utterances synthesized at once
-    (sessions share the engine). The first sentence is all a listener waits for, and two
-    threads halve it (a 49-character sentence: about 400 ms on one core of this 2-core machine,
+    ``threads``: onnxruntime threads per synthesis; ``workers``: pieces synthesized at once
+    (sessions share the engine, one piece each at a time: see ``FairScheduler``); pieces are
+    sentences of at most ``max_piece_chars``. The first sentence is all a listener waits for,
+    and two threads halve it (a 49-character sentence: about 400 ms on one core of this 2-core machine,
     200 ms on two); two sessions speaking at once share the cores either way.
     """
 
     name = "piper"
 
-    def __init__(self, model_path: Path | None = None, *, threads: int = 2, workers: int = 2):
-        if threads < 1 or workers < 1:
-            raise ValueError("threads and workers must be >= 1")
+    def __init__(self, model_path: Path | None = None, *, threads: int = 2, workers: int = 2,
+                 deterministic: bool = False, max_piece_chars: int = MAX_PIECE_CHARS):
+        if threads < 1 or workers < 1 or max_piece_chars < 1:
+            raise ValueError("threads, workers and max_piece_chars must be >= 1")
         self._model_path = model_path
+        # The voice adds random noise (timbre and phoneme lengths) to each synthesis; without
+        # it the same text gives the same samples, which tests and benchmarks need.
+        self._noise = 0.0 if deterministic else None
         self._threads = threads
         self._executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="livedh-tts", initializer=lower_thread_priority
@@ -64,8 +70,11 @@ class PiperTTS(TTSEngine):
         self._voice: PiperVoice | None = None
         self._load_lock = threading.Lock()
         self._closed = threading.Event()
-        # Running synthesis jobs, so that aclose can wait for them.
-        self._jobs: set[Future[None]] = set()
+        self.max_piece_chars = max_piece_chars
+        #: who synthesizes next: one piece at a time, fairly between sessions (see scheduler)
+        self.scheduler = FairScheduler(workers)
+        # The run options of the piece each worker thread is synthesizing.
+        self._run_options = threading.local()
 
     @property
     def model_path(self) -> Path:
@@ -131,16 +140,18 @@ class PiperTTS(TTSEngine):
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelFileError(f"{path} is not a loadable piper voice: {exc}") from exc
         log.info("loaded piper voice %s (%d Hz)", path, config.sample_rate)
-        return PiperVoice(session=session, config=config)
+        terminable = _TerminableSession(session, self._run_options)
+        return PiperVoice(session=cast("onnxruntime.InferenceSession", terminable), config=config)
 
     def _synthesis_config(self, voice: PiperVoice, speaker: str | None) -> SynthesisConfig:
         from piper import SynthesisConfig
 
         if speaker is None or speaker == self.default_voice:
-            return SynthesisConfig()
+            return SynthesisConfig(noise_scale=self._noise, noise_w_scale=self._noise)
         speakers = voice.config.speaker_id_map
         if speaker in speakers:
-            return SynthesisConfig(speaker_id=speakers[speaker])
+            return SynthesisConfig(speaker_id=speakers[speaker], noise_scale=self._noise,
+                                   noise_w_scale=self._noise)
         valid = ", ".join(sorted(speakers)) or f"only {self.default_voice}"
         raise InvalidInputError(
             f"piper voice {self.default_voice} has no speaker {speaker!r}; valid: {valid}"
@@ -148,80 +159,121 @@ class PiperTTS(TTSEngine):
 
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[PcmChunk]:
         speaker = validate_voice(voice)
-        sentences = split_sentences(text)
-        if not sentences:
+        # Bounded pieces: the unit the scheduler shares the workers by, and the most a
+        # barge-in waits for (a 4,000-character word is 34 pieces, not one long job).
+        pieces = split_sentences(text, self.max_piece_chars)
+        if not pieces:
             return
         if self._closed.is_set():
             raise _closed_error()
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[PcmChunk | BaseException | None] = asyncio.Queue()
-        cancel = threading.Event()
 
-        def emit(item: PcmChunk | BaseException | None) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                cancel.set()
+        def start(
+            piece: str, emit: Callable[[PcmChunk], None], cancel: threading.Event
+        ) -> _PieceJob:
+            job = _PieceJob()
+            work = self._executor.submit(self._work, piece, speaker, emit, cancel, job)
+            job.future = asyncio.wrap_future(work, loop=loop)
+            return job
 
-        job = self._executor.submit(self._work, sentences, speaker, emit, cancel)
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
-
-        def dropped(done: Future[None]) -> None:
-            # aclose drops jobs that have not started: their consumers must not wait forever.
-            if done.cancelled():
-                emit(_closed_error())
-
-        job.add_done_callback(dropped)
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            # Barge-in closes this generator: the worker sees the flag before its next sentence.
-            cancel.set()
+        async for chunk in stream_pieces(self.scheduler, pieces, start, _closed_error):
+            yield chunk
 
     def _work(
         self,
-        sentences: list[str],
+        piece: str,
         speaker: str | None,
-        emit: Callable[[PcmChunk | BaseException | None], None],
+        emit: Callable[[PcmChunk], None],
         cancel: threading.Event,
-    ) -> None:
-        """Worker thread: synthesize sentence by sentence, handing each chunk to the loop."""
-
-        def stopped() -> bool:
-            return cancel.is_set() or self._closed.is_set()
-
+        job: _PieceJob,
+    ) -> bool:
+        """Worker thread: synthesize one piece, handing each chunk to the loop as it comes.
+        False: preempted before any audio came out (see ``FairScheduler``)."""
+        if cancel.is_set():
+            return True
+        if self._closed.is_set():
+            raise _closed_error()
+        self._run_options.current = job.options  # _TerminableSession runs with them
         try:
             voice = self._load_sync()
             config = self._synthesis_config(voice, speaker)
-            for sentence in sentences:
-                if stopped():
-                    break
-                for audio in voice.synthesize(sentence, syn_config=config):
-                    if stopped():
-                        break
-                    samples = np.ascontiguousarray(audio.audio_int16_array.reshape(-1))
-                    if len(samples):
-                        emit(PcmChunk(samples, audio.sample_rate))
-            # After a barge-in nobody reads this; after aclose it tells the consumer why it ended.
-            emit(_closed_error() if stopped() else None)
-        except LiveDHError as exc:
-            emit(exc)
+            for audio in voice.synthesize(piece, syn_config=config):
+                if cancel.is_set():
+                    return True
+                if self._closed.is_set():
+                    raise _closed_error()
+                samples = np.ascontiguousarray(audio.audio_int16_array.reshape(-1))
+                if len(samples):
+                    if not job.emitting():
+                        return False
+                    emit(PcmChunk(samples, audio.sample_rate))
+            return not job.preempted
+        except LiveDHError:
+            raise
         except Exception as exc:  # piper/onnxruntime errors are untyped
+            if cancel.is_set() or job.preempted:
+                return cancel.is_set()  # the run was terminated on purpose
+            if self._closed.is_set():
+                raise _closed_error() from exc
             log.exception("piper synthesis failed")
-            emit(ProviderError(f"piper synthesis failed: {exc}", retryable=False))
+            raise ProviderError(f"piper synthesis failed: {exc}", retryable=False) from exc
+        finally:
+            self._run_options.current = None
 
     async def aclose(self) -> None:
         """Stop running syntheses (after their current sentence) and the worker threads."""
         if self._closed.is_set():
             return
         self._closed.set()
+        # Queued pieces are dropped (their consumers are told); running ones stop at their
+        # next chunk. Waiting here means nothing of this engine runs once aclose returns.
+        running = self.scheduler.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        # Waiting here means nothing of this engine runs once aclose returns.
-        await asyncio.gather(
-            *(asyncio.wrap_future(job) for job in tuple(self._jobs)), return_exceptions=True
-        )
+        await asyncio.gather(*running, return_exceptions=True)
         self._voice = None
+
+
+class _PieceJob:
+    """A piece on a worker thread, which the scheduler may preempt and a barge-in may stop, in
+    the middle of its onnxruntime run (``RunOptions.terminate``)."""
+
+    def __init__(self) -> None:
+        import onnxruntime
+
+        self.options = onnxruntime.RunOptions()
+        self.future: asyncio.Future[bool]
+        self.preempted = False
+        self._emitted = False
+        self._lock = threading.Lock()
+
+    def emitting(self) -> bool:
+        """Called before the piece's first audio goes out: False if it was preempted first."""
+        with self._lock:
+            if not self.preempted:
+                self._emitted = True
+            return not self.preempted
+
+    def preempt(self) -> None:
+        with self._lock:
+            if not self._emitted and not self.preempted:
+                self.preempted = True
+                self.options.terminate = True
+
+    def stop(self) -> None:
+        self.options.terminate = True
+
+
+class _TerminableSession:
+    """The voice's onnxruntime session, run with the run options of the calling worker's piece
+    (piper's own calls pass none), so that a piece can be stopped in the middle of its run."""
+
+    def __init__(self, session: Any, run_options: threading.local) -> None:
+        self._session = session
+        self._run_options = run_options
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        options = run_options or getattr(self._run_options, "current", None)
+        return self._session.run(output_names, input_feed, options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)

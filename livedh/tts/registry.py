@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from livedh.config import TTSConfig
-from livedh.errors import InvalidInputError, LiveDHError
+from livedh.errors import ForbiddenError, InvalidInputError, LiveDHError
 from livedh.tts.cache import CachingTTS, PhraseCache
 from livedh.tts.edge import EdgeTTS
 from livedh.tts.espeak import EspeakTTS
@@ -27,12 +27,27 @@ _ENGINES: dict[str, tuple[bool, Callable[[TTSConfig], _Engine]]] = {
 ENGINE_NAMES = tuple(_ENGINES)
 
 
+def engine_allowed(config: TTSConfig, name: str) -> bool:
+    """The default engine, and those the operator listed, may be chosen by a client."""
+    return name == config.engine or name in config.allowed_engines
+
+
+def check_engine_allowed(config: TTSConfig, name: str) -> None:
+    if name in _ENGINES and not engine_allowed(config, name):
+        raise ForbiddenError(
+            f"the TTS engine {name!r} is not enabled on this server; the operator must allow it "
+            f"with --tts-engines (enabled: {', '.join(sorted({config.engine, *config.allowed_engines}))})"
+        )
+
+
 class TTSRegistry:
     """Engines by name. One engine per (name, model) is created on first use and shared, behind
     one phrase cache for all of them."""
 
     def __init__(self, config: TTSConfig) -> None:
         self._check_name(config.engine)
+        for name in config.allowed_engines:
+            self._check_name(name)
         validate_voice(config.voice)
         if config.cache_mb < 0:
             raise InvalidInputError("the TTS cache size must be 0 MB or more")
@@ -48,7 +63,10 @@ class TTSRegistry:
         return validate_voice(voice)
 
     def get(self, name: str | None = None) -> CachingTTS:
-        """The engine called ``name`` (None: the configured default), behind the cache."""
+        """The engine called ``name`` (None: the configured default), behind the cache.
+        A client's choice: refused (403) unless the operator allowed the engine."""
+        if name is not None:
+            check_engine_allowed(self._config, name)
         engine = self._get(name)
         key = self._key(engine.name)
         cached = self._cached.get(key)
@@ -79,9 +97,12 @@ class TTSRegistry:
         return self._get(name).default_voice
 
     def available(self) -> list[dict[str, object]]:
-        """What a client may choose from: name, default voice, offline, usable now (+ why not)."""
+        """What a client may choose from (the allowed engines): name, default voice, offline,
+        usable now (+ why not)."""
         out: list[dict[str, object]] = []
         for name, (offline, _) in _ENGINES.items():
+            if not engine_allowed(self._config, name):
+                continue
             problem = self._get(name).problem()
             out.append(
                 {

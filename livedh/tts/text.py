@@ -7,6 +7,10 @@ import re
 from livedh.errors import InvalidInputError
 
 MAX_VOICE_CHARS = 64
+#: The longest piece of text handed to an engine at once. It bounds one synthesis job: what a
+#: barge-in waits for, what another session waits behind, and the size of piper's onnx input
+#: (a 4,000-character word in one piece took seconds and gigabytes).
+MAX_PIECE_CHARS = 120
 # Covers espeak ("en-us", "en+f3", "cmn"), edge ("zh-CN-XiaoxiaoNeural") and piper speaker
 # names. No leading "-" (it would read as an option on the espeak command line), no "/" or ".".
 _VOICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*")
@@ -36,12 +40,15 @@ def validate_voice(voice: str | None) -> str | None:
     return voice
 
 
-def split_sentences(text: str, max_chars: int = 120) -> list[str]:
-    """Split ``text`` into sentences of at most about ``max_chars`` characters.
+def split_sentences(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[str]:
+    """Split ``text`` into sentences of at most ``max_chars`` characters.
 
     Synthesizing piece by piece lets the first audio out after the first piece instead of after
-    the whole text; long sentences are cut at clause marks, then at spaces, for the same reason.
+    the whole text; long sentences are cut at clause marks, then at spaces, for the same reason,
+    and a run with neither (a very long word, CJK text without punctuation) is cut hard.
     """
+    if max_chars < 1:
+        raise ValueError("max_chars must be >= 1")
     pieces: list[str] = []
     for sentence in _SENTENCE_END_RE.split(text):
         sentence = " ".join(sentence.split())
@@ -54,8 +61,15 @@ def split_sentences(text: str, max_chars: int = 120) -> list[str]:
             if len(clause) <= max_chars:
                 pieces.append(clause)
             else:
-                pieces.extend(_pack(clause.split(" "), max_chars, " "))
+                for part in _pack(clause.split(" "), max_chars, " "):
+                    pieces.extend(hard_wrap(part, max_chars))
     return pieces
+
+
+def hard_wrap(text: str, max_chars: int) -> list[str]:
+    """``text`` cut into consecutive slices of at most ``max_chars`` characters (it has no
+    better place to be cut)."""
+    return [text[i : i + max_chars] for i in range(0, len(text), max_chars)]
 
 
 def _pack(parts: list[str], max_chars: int, sep: str) -> list[str]:
