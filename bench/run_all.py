@@ -6,7 +6,13 @@ import importlib
 import sys
 import time
 
-BENCHES = ["bench.bench_render", "bench.bench_encode", "bench.bench_e2e", "bench.bench_avatar_build"]
+BENCHES = [
+    "bench.bench_render",
+    "bench.bench_encode",
+    "bench.bench_e2e",
+    "bench.bench_avatar_build",
+    "bench.bench_flood",
+]
 OPTIONAL = [
     "bench.bench_engine",
     "bench.bench_conversation",

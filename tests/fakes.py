@@ -19,9 +19,10 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.
 
 def make_fake_tts(
     rate: int = 16000, seconds_per_char: float = 0.02, chunk_chars: int = 10,
-    delay: float = 0.0, name: str = "fake",
+    delay: float = 0.0, name: str = "fake", sleep=asyncio.sleep,
 ):
-    """A real TTSEngine subclass that speaks each character as 20 ms of tone, in chunks."""
+    """A real TTSEngine subclass that speaks each character as 20 ms of tone, in chunks
+    (``delay`` seconds of ``sleep``, a ManualClock's for instance, before each chunk)."""
     from livedh.tts.base import TTSEngine
 
     class _FakeTTS(TTSEngine):
@@ -38,7 +39,7 @@ def make_fake_tts(
                 for start in range(0, len(text), chunk_chars):
                     part = text[start : start + chunk_chars]
                     if delay:
-                        await asyncio.sleep(delay)
+                        await sleep(delay)
                     self.chunks_yielded += 1
                     yield PcmChunk(tone(len(part) * seconds_per_char, rate), rate)
                 done = True

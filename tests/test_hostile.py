@@ -243,3 +243,19 @@ async def test_a_client_that_drops_mid_body_is_a_quiet_info_line(tmp_path, caplo
     assert not [r for r in mine if r.levelno >= logging.WARNING], [r.getMessage() for r in mine]
     assert all(r.exc_info is None for r in mine)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # aiohttp's own logs too
+
+
+async def test_malformed_http_framing_is_a_400_without_a_traceback(tmp_path, caplog):
+    config = _config()
+    config.avatars_dir = tmp_path
+    async with _served(config) as port:
+        with caplog.at_level(logging.INFO):
+            for body in (b"5\r\n{\"a\":\r\nZZ\r\n", b"3\r\nabcdef\r\n0\r\n\r\n"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /human HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n" + body)
+                await writer.drain()
+                assert (await _read_all(reader)).startswith(b"HTTP/1.0 400")
+                writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert sum("event=bad_http_request" in r.getMessage() for r in caplog.records) == 2

@@ -31,7 +31,7 @@ from tests.test_server import _fake_services, _offer_sdp
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 #: cases per operation and generation mode: the whole run stays well under a minute on 2 cores
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 50
 #: answered 501 on purpose (documented): LiveTalking features this server does not have
 NOT_SUPPORTED = ("/set_audiotype", "/record")
 

@@ -42,12 +42,29 @@ async def _consume(session: Session, frames: int):
     return videos, audios
 
 
-async def test_speech_audio_and_video_share_frame_indices(engine):
+async def _run_clock(clock: ManualClock, *, seconds: float = 60.0,
+                     until: asyncio.Task | None = None, step: float = 0.02) -> None:
+    """Move ``clock`` on by ``seconds`` in ``step``s (or until ``until`` is done), letting
+    the session catch up at each step; the same steps in every run, whatever the load."""
+    start = clock()
+    for n in range(1, round(seconds / step) + 1):
+        await settle()
+        if until is not None and until.done():
+            return
+        clock.advance_to(start + n * step)
+    await settle()
+
+
+async def test_speech_audio_and_video_share_frame_indices():
+    """On a ManualClock, rendering on the loop: a frame can never be late (and repeated)."""
+    clock = ManualClock()
     tts = make_fake_tts()
-    session = Session(123456, SessionConfig(render_ahead=2), engine, tts)
+    session = Session(123456, SessionConfig(render_ahead=2), make_inline_lipsync(LoudnessModel()),
+                      tts, clock=MediaClock(clock, clock.sleep))
     consumer = asyncio.create_task(_consume(session, 40))
-    await asyncio.sleep(0.2)
+    await _run_clock(clock, seconds=0.2)
     session.say("hello there, this is a test")
+    await _run_clock(clock, until=consumer)
     videos, audios = await consumer
     assert tts.calls == ["hello there, this is a test"]
     speech_frames = [v.index for v in videos if v.speech]
@@ -62,20 +79,25 @@ async def test_speech_audio_and_video_share_frame_indices(engine):
     await session.aclose()
 
 
-async def test_interrupt_clears_every_buffer_within_a_frame(engine):
-    tts = make_fake_tts(seconds_per_char=0.05, delay=0.1)
-    session = Session(1, SessionConfig(), engine, tts)
+async def test_interrupt_clears_every_buffer_within_a_frame():
+    clock = ManualClock()
+    tts = make_fake_tts(seconds_per_char=0.05, delay=0.1, sleep=clock.sleep)
+    session = Session(1, SessionConfig(), make_inline_lipsync(LoudnessModel()), tts,
+                      clock=MediaClock(clock, clock.sleep))
     consumer = asyncio.create_task(_consume(session, 30))
     session.say("a long sentence that would take many seconds to speak out loud " * 3)
     session.say("a queued second utterance")
-    await asyncio.sleep(0.4)
+    await _run_clock(clock, seconds=0.4)
     assert session.speaking
+    interrupted_at = session.clock.elapsed()
+    assert interrupted_at == pytest.approx(0.4)
     session.interrupt()
     assert not session.speaking
+    await _run_clock(clock, until=consumer)
     _videos, audios = await consumer
-    interrupted_at = session.clock.elapsed()
-    # Every audio block still due after the interrupt is silent.
-    late_blocks = [b for i, b in audios if i * 0.02 >= 0.4 + 0.04]
+    # Every audio block due a frame (40 ms) after the interrupt is silent; speech came before.
+    late_blocks = [b for i, b in audios if i * 0.02 >= interrupted_at + 0.04]
+    assert any(b.any() for i, b in audios if i * 0.02 < interrupted_at)
     assert late_blocks and not any(b.any() for b in late_blocks)
     assert tts.calls == [tts.calls[0]]  # the queued utterance was dropped
     assert tts.closed_early == 1
@@ -166,7 +188,7 @@ async def test_chat_speaks_sentences_as_they_stream_and_keeps_history(engine):
     assert tts.calls == ["First sentence here.", "Second one follows!", "And a third?"]
     assert any(v.speech for v in videos)
     await session.chat("and then?")
-    await asyncio.sleep(0.3)
+    await settle()  # the new chat task asks the LLM at its first step
     second = llm.requests[1]
     assert second[0]["role"] == "system"
     assert [m["role"] for m in second[1:]] == ["user", "assistant", "user"]
@@ -183,7 +205,7 @@ async def test_barge_in_cancels_the_llm_stream_and_records_what_was_heard(engine
     await asyncio.sleep(0.4)
     assert session.speaking
     session.interrupt()
-    await asyncio.sleep(0.05)
+    await settle()  # the cancelled chat task closes its stream
     assert llm.closed == 1  # the stalled HTTP stream was closed, not left hanging
     assert not session.speaking
     await consumer

@@ -168,7 +168,7 @@ def probe_video(path: Path, params: BuildParams) -> VideoInfo:
 
     path = Path(path)
     if not path.is_file():
-        raise NotFoundError(f"{path}: no such file")
+        raise NotFoundError(f"{path.name}: no such file")  # the name only: clients see it
     stat = path.stat()
     try:
         container = av.open(str(path))

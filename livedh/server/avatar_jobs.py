@@ -198,7 +198,9 @@ class AvatarJobs:
             raise
         except Exception as exc:  # a job failing must not take the server down
             log.exception("event=avatar_build_error job=%s", job.id)
-            error = {"code": "internal_error", "msg": str(exc)}
+            # the details (paths, perhaps) stay in the server log
+            error = {"code": "internal_error", "msg": f"the build failed ({type(exc).__name__}); "
+                     "see the server log"}
         finally:
             if process is not None and process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -32,8 +32,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 APP_CONFIG = web.AppKey("app_config", AppConfig)
 #: largest JSON body: an SDP offer is a few KB (tens with many candidates), text <= 4,000 chars
 JSON_BODY_LIMIT = 256 * 1024
-#: longest SDP offer accepted (browsers send a few KB)
-MAX_SDP_CHARS = JSON_BODY_LIMIT // 2
+#: longest SDP offer accepted (browsers send a few KB); even JSON-escaped it fits the body limit
+MAX_SDP_CHARS = 32_000
 #: headers of an aiohttp HTTPException kept on the JSON error that replaces it
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
@@ -198,15 +198,29 @@ async def reading_body(request: web.Request) -> AsyncIterator[None]:
         if not deadline.expired():
             raise
         raise RequestTimeoutError(
-            f"the request body did not arrive within the {timeout:g} s body timeout"
+            f"no request body data arrived for {timeout:g} s (the body timeout)"
         ) from None
+    except RequestPayloadError:
+        if _client_gone(request):
+            raise  # a dropped client: the errors middleware logs one quiet line
+        raise InvalidInputError("the request body is malformed") from None
     except (HttpProcessingError, ValueError, LookupError, AssertionError) as exc:
         # Never echo aiohttp's text: it can quote the raw header bytes.
         raise InvalidInputError(f"the request body is malformed ({type(exc).__name__})") from None
 
 
+#: the body once read (a middleware may read it before the handler: the offer's token)
+_BODY = "livedh.body"
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused (413) past ``limit`` bytes, under the body timeout."""
+    """The whole body, refused (413) past ``limit`` bytes, under the body timeout. Read once
+    per request: a second call returns the same bytes."""
+    cached = request.get(_BODY)
+    if cached is not None:
+        if len(cached) > limit:
+            raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
+        return bytes(cached)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
     chunks: list[bytes] = []
@@ -217,7 +231,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             if size > limit:
                 raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
             chunks.append(chunk)
-    return b"".join(chunks)
+    body = request[_BODY] = b"".join(chunks)
+    return body
 
 
 def _reject_constant(name: str) -> Any:
@@ -298,10 +313,24 @@ def require_bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
     return value
 
 
+class _ProtocolLogger(logging.LoggerAdapter):
+    """aiohttp's connection logger, minus tracebacks for requests aiohttp itself refuses as
+    malformed HTTP (bad chunking, header bytes): those are the client's 400, one info line."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.info("event=bad_http_request error=%s", type(exc_info).__name__)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
 def server_options(config: ServerConfig) -> dict[str, Any]:
     """aiohttp server settings for web.run_app / AppRunner. aiohttp arms keepalive_timeout when a
     connection opens, so it also closes one that never completes its request headers."""
-    return {"keepalive_timeout": config.idle_timeout}
+    return {
+        "keepalive_timeout": config.idle_timeout,
+        "logger": _ProtocolLogger(logging.getLogger("aiohttp.server"), {}),
+    }
 
 
 def ok(**extra: Any) -> web.Response:

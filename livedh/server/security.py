@@ -6,7 +6,6 @@ new route is closed until someone decides who may call it. docs/security.md expl
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import enum
 import hashlib
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 
 from livedh.config import ServerConfig
 from livedh.errors import (
@@ -304,29 +303,29 @@ class Security:
         return _refuse("forbidden", 403, "this route answers only requests from the server's "
                        "own machine; the operator can configure --api-key to allow others")
 
-    async def check_offer(self, request: web.Request) -> tuple[web.Response | None, web.Request]:
-        """(refusal or None, the request to hand on: a body read for its token is put back)."""
+    async def check_offer(self, request: web.Request) -> web.Response | None:
+        """A refusal, or None when the request may open a session."""
         if self.is_admin(request):
-            return None, request
+            return None
         address = request.remote or "unknown"
         refused = self._limited(self.offers, address, "new sessions")
         if refused is not None:
-            return refused, request
+            return refused
         self.offers.hit(address)
         if not self.private:
-            return None, request
+            return None
         token = _bearer(request)
         if token is None:
-            token, request = await _body_token(request)
+            token = await _body_token(request)
         if token is None or self.tokens is None:
             return _refuse("unauthorized", 401, "this server is private: send a session "
                            "token (body field 'token') or Authorization: Bearer <key>",
-                           {"WWW-Authenticate": "Bearer"}), request
+                           {"WWW-Authenticate": "Bearer"})
         try:
             self.tokens.redeem(token)
         except UnauthorizedError as exc:
-            return _refuse("unauthorized", 401, exc.message, {"WWW-Authenticate": "Bearer"}), request
-        return None, request
+            return _refuse("unauthorized", 401, exc.message, {"WWW-Authenticate": "Bearer"})
+        return None
 
     async def check_session(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Run a session route, counting lookups of ids that do not exist per address."""
@@ -343,28 +342,18 @@ class Security:
             raise
 
 
-async def _body_token(request: web.Request) -> tuple[str | None, web.Request]:
-    """The ``token`` field of a JSON body, if there is one, and the request to hand on (its
-    body put back for the handler). Anything odd is "no token": the handler reports bad JSON."""
+async def _body_token(request: web.Request) -> str | None:
+    """The ``token`` field of a JSON body, if there is one (read_body keeps the body for the
+    handler). Anything odd is "no token": the handler reports bad JSON."""
     if not request.body_exists:
-        return None, request
+        return None
     data = await read_body(request, JSON_BODY_LIMIT)
     try:
         body = parse_json(data)
     except InvalidInputError:
         body = None
     token = body.get("token") if isinstance(body, dict) else None
-    return (token if isinstance(token, str) and token else None), _with_body(request, data)
-
-
-def _with_body(request: web.Request, data: bytes) -> web.Request:
-    replay = StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
-    if data:
-        replay.feed_data(data)
-    replay.feed_eof()
-    clone = request.clone()
-    clone._payload = replay  # aiohttp has no public way to put a body that was read back
-    return clone
+    return token if isinstance(token, str) and token else None
 
 
 def require_json_content_type(request: web.Request) -> None:
@@ -394,7 +383,7 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     if rule.policy is Policy.ADMIN:
         refused = security.check_admin(request)
     elif rule.policy is Policy.OFFER:
-        refused, request = await security.check_offer(request)
+        refused = await security.check_offer(request)
     elif rule.policy is Policy.SESSION:
         return await security.check_session(request, handler)
     return refused if refused is not None else await handler(request)

@@ -95,7 +95,8 @@ class PiperTTS(TTSEngine):
         except ModelFileError as exc:
             return exc.message
         if not path.is_file():
-            return f"piper voice file {path} is missing; {_INSTALL_HINT}"
+            # The file name only: this answer is public (GET /api/v1/tts/engines).
+            return f"piper voice file {path.name} is missing; {_INSTALL_HINT}"
         return None
 
     async def warmup(self) -> None:
@@ -120,11 +121,11 @@ class PiperTTS(TTSEngine):
         config_path = Path(f"{path}.json")
         for needed in (path, config_path):
             if not needed.is_file():
-                raise ModelFileError(f"piper voice file {needed} is missing; {_INSTALL_HINT}")
+                raise ModelFileError(f"piper voice file {needed.name} is missing; {_INSTALL_HINT}")
         try:
             config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ModelFileError(f"{config_path} is not a piper voice config: {exc}") from exc
+            raise ModelFileError(f"{config_path.name} is not a piper voice config: {exc}") from exc
         # PiperVoice.load gives onnxruntime all cores; build the session ourselves to share them.
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self._threads
@@ -138,7 +139,10 @@ class PiperTTS(TTSEngine):
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelFileError(f"{path} is not a loadable piper voice: {exc}") from exc
+            # The operator's log has the path and onnxruntime's words; the client's message
+            # (which may be public) has the file name only.
+            log.error("piper voice %s did not load: %s", path, exc)
+            raise ModelFileError(f"{path.name} is not a loadable piper voice") from exc
         log.info("loaded piper voice %s (%d Hz)", path, config.sample_rate)
         terminable = _TerminableSession(session, self._run_options)
         return PiperVoice(session=cast("onnxruntime.InferenceSession", terminable), config=config)
@@ -221,7 +225,7 @@ class PiperTTS(TTSEngine):
             self._run_options.current = None
 
     async def aclose(self) -> None:
-        """Stop running syntheses (after their current sentence) and the worker threads."""
+        """Stop running syntheses (mid-run) and the worker threads."""
         if self._closed.is_set():
             return
         self._closed.set()

@@ -79,11 +79,13 @@ class Ticket:
 class FairScheduler:
     """Runs submitted pieces on ``workers`` slots, choosing fairly among owners (see module)."""
 
-    def __init__(self, workers: int, *, per_owner: int = 1) -> None:
+    def __init__(self, workers: int, *, per_owner: int = 1, preempt: bool = True) -> None:
         if workers < 1 or per_owner < 1:
             raise ValueError("workers and per_owner must be >= 1")
         self.workers = workers
         self.per_owner = per_owner
+        #: urgent pieces preempt others and run alone (off: they only go first in the queue)
+        self.preempt = preempt
         self._waiting: list[Ticket] = []
         self._running: set[Ticket] = set()
         self._running_by_owner: dict[Hashable, int] = {}
@@ -132,14 +134,17 @@ class FairScheduler:
         return True
 
     def close(self) -> list[asyncio.Future[bool]]:
-        """Drop every waiting piece (their ``on_drop`` tell their consumers) and refuse new ones;
-        returns the futures of the pieces still running, for the caller to wait for."""
+        """Drop every waiting piece (their ``on_drop`` tell their consumers), stop the running
+        ones and refuse new ones; returns the running pieces' futures, for the caller to await."""
         self._closed = True
         waiting, self._waiting = self._waiting, []
         for ticket in waiting:
             ticket.state = "cancelled"
             ticket.on_drop()
-        return [t.job.future for t in self._running if t.job is not None]
+        running = [t.job for t in self._running if t.job is not None]
+        for job in running:
+            job.stop()
+        return [job.future for job in running]
 
     def _priority(self, ticket: Ticket) -> tuple[bool, int, int]:
         return (not ticket.urgent, self._last_served.get(ticket.owner, -1), ticket.seq)
@@ -153,10 +158,11 @@ class FairScheduler:
             if not eligible:
                 break
             chosen = min(eligible, key=self._priority)
-            if not chosen.urgent and any(t.urgent for t in (*self._running, *self._waiting)):
+            if (self.preempt and not chosen.urgent
+                    and any(t.urgent for t in (*self._running, *self._waiting))):
                 break  # the cores are for the urgent piece until it is done
             self._run(chosen)
-        if any(t.urgent for t in (*self._running, *self._waiting)):
+        if self.preempt and any(t.urgent for t in (*self._running, *self._waiting)):
             # A listener is waiting: what has no audio out yet makes way (it runs again later).
             for ticket in self._running:
                 if not ticket.urgent and ticket.job is not None:
