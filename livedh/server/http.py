@@ -210,7 +210,7 @@ async def reading_body(request: web.Request) -> AsyncIterator[None]:
 
 
 #: the body once read (a middleware may read it before the handler: the offer's token)
-_BODY = "livedh.body"
+_BODY = web.RequestKey("livedh_body", bytes)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -485,8 +485,10 @@ class Session:
             try:
                 await speech
             except asyncio.CancelledError:
-                # The utterance was interrupted; the loop itself goes on unless we are closing.
-                if self._closed:
+                # The utterance was interrupted; the loop itself goes on unless we are closing
+                # (or this task itself is cancelled: a loop shutting down must not hang on it).
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
                     raise
             except LiveDHError as exc:
                 self.record_error(exc, "tts")
