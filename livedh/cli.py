@@ -77,6 +77,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-model", default=None, help="chat model name (env LIVEDH_LLM_MODEL)")
     parser.add_argument("--llm-api-key", default=None, help="API key (env LIVEDH_LLM_API_KEY)")
     parser.add_argument("--system-prompt", default=None, help="persona for chat mode")
+    parser.add_argument("--llm-timeout", type=float, default=d.llm.timeout,
+                        help="seconds the LLM may take to its first token, and between tokens")
+    parser.add_argument("--max-queued-chars", type=int, default=d.session.max_queued_chars,
+                        help="text a session may have waiting to be spoken (more: 429)")
     parser.add_argument("--asr", default="on", choices=["on", "off"],
                         help="hear the person's microphone (VAD + whisper)")
     parser.add_argument("--asr-model", type=Path, default=None,
@@ -123,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         llm.api_key = args.llm_api_key
     if args.system_prompt:
         llm.system_prompt = args.system_prompt
+    llm.timeout = args.llm_timeout
     return AppConfig(
         server=ServerConfig(
             host=args.host, port=args.port, max_sessions=args.max_sessions,
@@ -133,7 +138,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
             api_keys=api_keys_from(args), private=args.private,
             cors_origins=tuple(args.cors_origin), offer_rate=args.offer_rate,
         ),
-        session=SessionConfig(fps=args.fps, render_ahead=args.render_ahead),
+        session=SessionConfig(fps=args.fps, render_ahead=args.render_ahead,
+                              max_queued_chars=args.max_queued_chars),
         tts=TTSConfig(engine=args.tts, voice=args.voice, piper_model=args.piper_model,
                       allowed_engines=tuple(e.strip() for e in args.tts_engines.split(",") if e.strip()),
                       cache_mb=args.tts_cache_mb),
