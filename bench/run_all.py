@@ -12,6 +12,7 @@ BENCHES = [
     "bench.bench_e2e",
     "bench.bench_avatar_build",
     "bench.bench_flood",
+    "bench.bench_flood_server",
 ]
 OPTIONAL = [
     "bench.bench_engine",

@@ -133,7 +133,7 @@ class _CountingDecoder:
         return [frame]
 
 
-def _use_light_video_decoder() -> None:
+def use_light_video_decoder() -> None:
     import aiortc.rtcrtpreceiver as receiver
 
     real = receiver.get_decoder
@@ -268,7 +268,7 @@ async def probe(base_url: str, seconds: float, say: str | None = None, say_at: f
     result = ProbeResult()
     rec = _Recording()
     if light:
-        _use_light_video_decoder()  # this process is a measuring client: patching it is fine
+        use_light_video_decoder()  # this process is a measuring client: patching it is fine
     pc = RTCPeerConnection()
     tasks: list[asyncio.Task[None]] = []
     pc.addTransceiver("video", direction="recvonly")
