@@ -135,6 +135,9 @@ async def test_a_session_error_counts_by_where_and_code(error, code):
             await settle()
         text = metrics.exposition().decode()
         assert _sample(text, "livedh_session_errors_total", where="tts", code=code) == 1
+        # the page hears of it, and the avatar listens again; a bug's own words stay in the log
+        assert session.state().state == "listening"
+        assert "a bug" not in session.errors[0]["msg"]
         assert not _sample(text, "livedh_tts_first_chunk_seconds_count", engine="failing")
     finally:
         await session.aclose()

@@ -436,3 +436,34 @@ async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
     assert not any(held_seen)
     assert len(llm.requests) == 2  # both turns answered, the later one at its end
     await session.aclose()
+
+
+async def test_an_answer_whose_speech_fails_reports_it_and_listens_again(engine):
+    """Every sentence of the answer fails in the TTS (a bug, not a typed error): the page gets
+    an error that does not repeat the bug's words, and the state leaves "thinking"."""
+    from livedh.tts.base import TTSEngine
+
+    class BrokenTTS(TTSEngine):
+        name = "broken"
+
+        async def synthesize(self, text, voice=None):
+            raise RuntimeError("/opt/secret/voice.onnx exploded")
+            yield  # an async generator, like every engine
+
+    session = _chat_session(engine, ScriptedLLM("One sentence. And another one."), BrokenTTS())
+    events: list[dict] = []
+    session.emit = events.append
+    try:
+        await session.chat("hello")
+        assert session._chat_task is not None
+        await asyncio.wait_for(session._chat_task, 30)  # a guard, not a timing: the answer is in
+        for _ in range(200):
+            if len([e for e in events if e["type"] == "error"]) == 2 and not session.speaking:
+                break
+            await settle()
+        errors = [e for e in events if e["type"] == "error"]
+        assert [e["where"] for e in errors] == ["tts", "tts"]
+        assert not any("/opt/secret" in e["msg"] for e in errors)
+        assert [e["state"] for e in events if e["type"] == "state"][-1] == "listening"
+    finally:
+        await session.aclose()

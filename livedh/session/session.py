@@ -403,13 +403,16 @@ class Session:
 
     def record_error(self, error: BaseException, where: str) -> None:
         retryable = isinstance(error, LiveDHError) and error.retryable
-        message = error.message if isinstance(error, LiveDHError) else repr(error)
+        # A bug's own words (paths, addresses) are for the log, not for the page.
+        message = (error.message if isinstance(error, LiveDHError)
+                   else f"an internal error stopped the {where} step")
         self.errors.append(
             {"where": where, "msg": message, "retryable": retryable, "time": time.time()}
         )
         self._send({"type": "error", "where": where, "msg": message, "retryable": retryable})
         self._metrics.count_error(where, error)
-        log_event(logger, "error", self.id, logging.WARNING, where=where, error=message)
+        log_event(logger, "error", self.id, logging.WARNING, where=where,
+                  error=message if isinstance(error, LiveDHError) else repr(error))
 
     async def aclose(self) -> None:
         """Cancel and await every task this session started. Idempotent."""
@@ -491,10 +494,16 @@ class Session:
                 if self._closed or (task is not None and task.cancelling()):
                     raise
             except LiveDHError as exc:
-                self.record_error(exc, "tts")
+                self._speech_failed(exc)
             except Exception as exc:  # a TTS bug must not end the session's stream
                 logger.exception("TTS failed")
-                self.record_error(exc, "tts")
+                self._speech_failed(exc)
+
+    def _speech_failed(self, error: BaseException) -> None:
+        self.record_error(error, "tts")
+        if not self.speaking:
+            # Nothing else will sound: the page must not wait on "thinking" forever.
+            self._set_state("listening")
 
     async def _speak(self, utterance: Utterance) -> None:
         if utterance.spoken_log is not None and utterance.text is not None:
