@@ -170,6 +170,8 @@ async def test_loopback_is_admin_only_without_keys_and_not_through_a_proxy(make_
     await _status(await client.get("/api/v1/avatars", headers=STRANGER), 403)
     await _status(await client.get("/api/v1/avatars/jobs/x", headers=STRANGER), 403)
     await _status(await client.post("/api/v1/avatars", headers=STRANGER), 403)
+    await _status(await client.get("/metrics", headers=STRANGER), 403)
+    assert (await client.get("/metrics")).status == 200
     # A local reverse proxy relays strangers from 127.0.0.1: forwarded requests are not local.
     await _status(await client.get("/api/v1/sessions", headers={"X-Forwarded-For": "1.2.3.4"}), 403)
 
@@ -185,6 +187,9 @@ async def test_keys_are_required_once_configured(make_client):
                                    headers={"Authorization": "Basic second-key"}), 401)
     await _status(await client.get("/api/v1/sessions",
                                    headers={"Authorization": "Bearer second-key", **STRANGER}), 200)
+    await _status(await client.get("/metrics"), 401)
+    resp = await client.get("/metrics", headers={"Authorization": "Bearer first-key", **STRANGER})
+    assert resp.status == 200 and "livedh_sessions" in await resp.text()
     # Public routes stay public.
     await _status(await client.get("/api/v1/health", headers=STRANGER), 200)
 
