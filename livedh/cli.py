@@ -180,11 +180,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_sessions < 1:
         print("error: --max-sessions must be at least 1", file=sys.stderr)
         return 2
-    configure_logging(args.log_level)
     config = config_from_args(args)
-    if problem := access_problem(config):
+    if problem := access_problem(config) or limits_problem(config):
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    configure_logging(args.log_level)
     # Sessions already run in parallel; torch's own intra-op threads (knowledge-base embeddings,
     # CPU lip-sync models) would fight them for the cores: 10x slower searches under load.
     import torch
@@ -210,6 +210,30 @@ def access_problem(config: AppConfig) -> str | None:
         return f"--tts-engines: unknown engine {unknown[0]!r}; valid: {', '.join(ENGINE_NAMES)}"
     if config.server.offer_rate < 1:
         return "--offer-rate must be at least 1"
+    return None
+
+
+def limits_problem(config: AppConfig) -> str | None:
+    """The first limit option that is out of range (a zero or negative limit would open the
+    server it is meant to protect, or refuse everything), or None."""
+    s, b = config.server, config.avatar_build
+    positive = {
+        "--max-upload-seconds": s.max_upload_seconds, "--connect-timeout": s.connect_timeout,
+        "--body-timeout": s.body_timeout, "--idle-timeout": s.idle_timeout,
+        "--llm-timeout": config.llm.timeout, "--max-video-seconds": b.max_seconds,
+        "--max-upload-mb": s.max_upload_bytes, "--max-video-mb": b.max_upload_bytes,
+    }
+    at_least_one = {
+        "--max-ice-candidates": s.max_ice_candidates, "--max-build-queue": b.max_queued,
+        "--max-queued-chars": config.session.max_queued_chars,
+        "--max-connecting": s.max_connecting if s.max_connecting is not None else 1,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            return f"{name} must be more than 0 (got {value})"
+    for name, number in at_least_one.items():
+        if number < 1:
+            return f"{name} must be at least 1 (got {number})"
     return None
 
 

@@ -414,3 +414,20 @@ def test_token_cli_and_access_options(capsys, monkeypatch):
     assert "--api-key" in (access_problem(bad) or "")
     bad = dataclasses.replace(config, server=ServerConfig(cors_origins=("a.example/x",)))
     assert "--cors-origin" in (access_problem(bad) or "")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--max-upload-seconds", "0"), ("--connect-timeout", "-1"), ("--body-timeout", "0"),
+    ("--idle-timeout", "0"), ("--llm-timeout", "0"), ("--max-video-seconds", "-5"),
+    ("--max-upload-mb", "0"), ("--max-ice-candidates", "0"), ("--max-build-queue", "0"),
+    ("--max-queued-chars", "0"), ("--max-connecting", "0"),
+])
+def test_limits_out_of_range_are_a_cli_error(option, value, capsys):
+    from livedh.cli import limits_problem
+
+    assert limits_problem(config_from_args(build_parser().parse_args(["serve"]))) is None
+    args = build_parser().parse_args(["serve", option, value])
+    assert option in (limits_problem(config_from_args(args)) or "")
+    # The server refuses to start, with the message and a non-zero exit, before serving.
+    assert main(["serve", option, value, "--port", "1"]) == 2
+    assert option in capsys.readouterr().err
