@@ -1,7 +1,8 @@
 """A session: one person talking to one avatar.
 
 It owns every task it starts: the speaker (text -> TTS -> playout buffer), the optional chat task
-(LLM -> sentences -> speaker) and the render loop (playout -> lip-sync -> AV channel), and closes
+(LLM -> sentences -> speaker) and the render loop (playout -> lip-sync -> AV channel, the
+``Renderer`` stage in rendering.py), and closes
 them all in an idempotent ``aclose``. Barge-in is one call, ``interrupt``, that clears every buffer
 down the pipeline.
 """
@@ -27,7 +28,6 @@ from livedh.asr.turns import (
     SpeechResumed,
     SpeechStarted,
     TurnDetector,
-    rms_level,
 )
 from livedh.config import SessionConfig
 from livedh.errors import (
@@ -38,24 +38,23 @@ from livedh.errors import (
     ProviderError,
     RateLimitedError,
 )
-from livedh.lipsync.base import LipSyncRequest
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.llm.base import ChatLLM
 from livedh.llm.history import ChatHistory
 from livedh.llm.sentences import split_sentences
 from livedh.logs import log_event
-from livedh.media.channel import AVChannel, AVFrame
+from livedh.media.channel import AVChannel
 from livedh.media.clock import MediaClock
 from livedh.media.memory import trim_heap
 from livedh.media.pcm import (
     SESSION_SAMPLE_RATE,
     StreamResampler,
-    int16_to_float,
     trim_leading_silence,
 )
 from livedh.metrics import Metrics
 from livedh.session.hearing import Hearing
 from livedh.session.playout import PlayoutBuffer
+from livedh.session.rendering import Renderer
 from livedh.tts.base import TTSEngine
 from livedh.tts.scheduler import TTS_OWNER, TTS_URGENT
 
@@ -169,8 +168,6 @@ class Session:
         #: sends an event (transcripts, subtitles, state) to the client; set by the transport
         self.emit: Callable[[dict[str, Any]], object] = lambda event: None
         self._state = "listening"
-        #: loudness of the audio the avatar is playing, for the echo gate of the hearing
-        self._far_level = 0.0
         self.seed = seed if seed is not None else sessionid
         model = lipsync.model
         if model.sample_rate != SESSION_SAMPLE_RATE:
@@ -194,9 +191,10 @@ class Session:
         self._chat_task: asyncio.Task[None] | None = None
         # Every child task, cancelled or not, until it finishes: aclose awaits them all.
         self._children: set[asyncio.Task[None]] = set()
-        self._frames_sent = 0
-        self._frames_skipped = 0
-        self._was_speaking = False
+        self._renderer = Renderer(
+            sessionid, config, self.clock, self.channel, self.playout, lipsync, self.seed,
+            on_speech_edge=self._speech_edge, on_error=self.record_error,
+        )
         #: when the request behind the speech about to play was made (for latency logs)
         self._pending_request_at: float | None = None
         #: a voice turn being answered during the person's pause; None when there is none
@@ -208,7 +206,7 @@ class Session:
         self._queued_chars = self._current_chars = 0
         self._tasks = [
             asyncio.create_task(self._speaker_loop(), name=f"session-{sessionid}-speaker"),
-            asyncio.create_task(self._render_loop(), name=f"session-{sessionid}-render"),
+            asyncio.create_task(self._renderer.run(), name=f"session-{sessionid}-render"),
         ]
 
     # -- public API -----------------------------------------------------------------------
@@ -395,7 +393,7 @@ class Session:
             queued=self._utterances.qsize(),
             tts_engine=self.tts.name,
             tts_voice=self.voice,
-            frames_sent=self._frames_sent,
+            frames_sent=self._renderer.frames_sent,
             video_late_p99_ms=round(self.channel.lateness_p99_ms(), 1),
             uptime=round(time.monotonic() - self._created, 3),
             errors=list(self.errors),
@@ -431,12 +429,13 @@ class Session:
         # sessions keep their buffers and encoders alive for a while (RSS creeps up).
         self.transport = None
         self.emit = _ignore_event
+        self._renderer.detach()
         self._held = None
         # Finished tasks keep their CancelledError, whose traceback holds frames that hold us.
         self._tasks = []
         self._children.clear()
         self._chat_task = self._current_speech = None
-        log_event(logger, "close", self.id, frames_sent=self._frames_sent)
+        log_event(logger, "close", self.id, frames_sent=self._renderer.frames_sent)
 
     # -- internals ------------------------------------------------------------------------
     def _check_text(self, text: object) -> str:
@@ -515,7 +514,7 @@ class Session:
             source="text" if utterance.text is not None else "audio",
             chars=len(utterance.text or ""),
         )
-        if len(self.playout) == 0 and not self._was_speaking:
+        if len(self.playout) == 0 and not self._renderer.speaking:
             self._pending_request_at = utterance.requested_at
         if utterance.pcm is not None:
             self._play(utterance.pcm)
@@ -604,7 +603,7 @@ class Session:
         partial: asyncio.Task[None] | None = None
         log_event(logger, "hearing_start", self.id, language=config.language)
         async for chunk in microphone:
-            detector.set_far_end_level(self._far_level)
+            detector.set_far_end_level(self._renderer.far_level)
             if detector.in_speech:
                 heard.append(chunk)
             for event in detector.push(chunk):
@@ -703,54 +702,6 @@ class Session:
             await held.ended.wait()
         self._start_chat(text)
 
-    async def _render_loop(self) -> None:
-        ahead = self.config.render_ahead
-        await self.channel.wait_started()
-        log_event(logger, "stream_start", self.id, fps=self.fps)
-        index = 0
-        last_video: np.ndarray | None = None
-        while not self.channel.closed:
-            # Render frame i while frame i - ahead plays: a small buffer against render jitter.
-            await self.clock.wait_until((index - ahead) / self.fps)
-            block, had_speech = self.playout.take(self.channel.samples_per_frame)
-            behind = self.clock.elapsed() - index / self.fps
-            if last_video is not None and behind > 0:
-                # The renderer cannot keep up (a model too heavy for this machine, or overload):
-                # repeat the last picture so the voice stays on time; video catches up.
-                video = last_video
-                self._frames_skipped += 1
-                if self._frames_skipped % 250 == 1:
-                    log_event(logger, "render_behind", self.id, level=logging.WARNING,
-                              behind_ms=round(behind * 1000), skipped=self._frames_skipped)
-            else:
-                rendered = await self._render(index, last_video)
-                if rendered is None:
-                    return  # server shutting down
-                video = last_video = rendered
-            if had_speech != self._was_speaking:
-                self._speech_edge(index, had_speech)
-            self._far_level = rms_level(block) if had_speech else 0.0
-            self.channel.put(AVFrame(index, video, block, had_speech))
-            self._frames_sent = index
-            index += 1
-
-    async def _render(self, index: int, last_video: np.ndarray | None) -> np.ndarray | None:
-        model = self.lipsync.model
-        window = self.playout.window(model.audio_window, model.audio_lookahead)
-        request = LipSyncRequest(index, int16_to_float(window), self.seed)
-        try:
-            return await self.lipsync.render(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self.lipsync.closed:
-                return None
-            # Keep the stream (and its audio) going on the last good frame.
-            self.record_error(exc, "lipsync")
-            if last_video is None:
-                raise
-            return last_video
-
     def _speech_edge(self, index: int, speaking: bool) -> None:
         """Audible speech starts or ends at frame ``index`` of the stream."""
         fields: dict[str, Any] = {"frame": index}
@@ -764,7 +715,6 @@ class Session:
         self._set_state("speaking" if speaking else "listening")
         if not speaking:
             self._child(_trim_heap_soon(), "trim")
-        self._was_speaking = speaking
 
 
 async def _trim_heap_soon() -> None:
