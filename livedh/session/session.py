@@ -15,8 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +54,7 @@ from livedh.metrics import Metrics
 from livedh.session.hearing import Hearing
 from livedh.session.playout import PlayoutBuffer
 from livedh.session.rendering import Renderer
+from livedh.session.state import HeldTurn, SessionState, Transport, Utterance
 from livedh.tts.base import TTSEngine
 from livedh.tts.scheduler import TTS_OWNER, TTS_URGENT
 
@@ -68,77 +68,6 @@ _PARTIAL_QUIET = 0.1
 #: fresh the microphone audio its timing rests on must be: a microphone packet's interval and
 #: its jitter (see _schedule_held)
 _SCHEDULE_MARGIN = 0.06
-
-SpeakMode = Literal["echo", "chat"]
-
-
-class Transport(Protocol):
-    async def aclose(self) -> None: ...
-
-
-@dataclass
-class Utterance:
-    text: str | None = None
-    pcm: np.ndarray | None = None
-    engine: TTSEngine | None = None
-    voice: str | None = None
-    generation: int = 0
-    #: for chat answers: the list of sentences of this answer that reached the speaker
-    spoken_log: list[str] | None = None
-    requested_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class _HeldTurn:
-    """A voice turn answered before it is known to be over (the person paused, see
-    ``SpeechPaused``). What the answer produces (events for the page, the answer's audio) waits
-    here: played when the turn ends, dropped if the person goes on talking. The audio enters
-    the playout buffer just before the turn ends, timed to start as it ends (_schedule_held)."""
-
-    task: asyncio.Task[None] | None = None
-    #: set when the turn ends as paused (what a remote LLM waits for before it is asked)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    #: the answer's audio not yet in the playout buffer
-    audio: list[np.ndarray] = field(default_factory=list)
-    #: the answer's audio so far, in samples
-    samples: int = 0
-    #: when the turn ends if the person stays silent (session clock; see _schedule_held) ...
-    ends_at: float | None = None
-    #: ... as guessed from the microphone audio that arrived at this moment
-    guessed_at: float = 0.0
-    #: the audio is in the playout buffer, timed to start when the turn ends
-    scheduled: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list)
-    #: history updates, made only if the answer is heard
-    records: list[Callable[[], None]] = field(default_factory=list)
-    state: Literal["held", "released", "dropped"] = "held"
-
-    @property
-    def audio_ms(self) -> int:
-        return round(self.samples / SESSION_SAMPLE_RATE * 1000)
-
-    def record(self, update: Callable[[], None]) -> None:
-        if self.state == "released":
-            update()
-        elif self.state == "held":
-            self.records.append(update)
-
-
-@dataclass
-class SessionState:
-    sessionid: int
-    connection: str
-    state: str
-    speaking: bool
-    queued: int
-    tts_engine: str
-    tts_voice: str | None
-    frames_sent: int
-    #: p99 of how late video frames left the server after their due time (recent frames)
-    video_late_p99_ms: float
-    uptime: float
-    errors: list[dict[str, object]] = field(default_factory=list)
-
 
 class Session:
     def __init__(
@@ -198,7 +127,7 @@ class Session:
         #: when the request behind the speech about to play was made (for latency logs)
         self._pending_request_at: float | None = None
         #: a voice turn being answered during the person's pause; None when there is none
-        self._held: _HeldTurn | None = None
+        self._held: HeldTurn | None = None
         #: turns being transcribed, up to the moment their answer starts (the chat task)
         self._turns_in_progress = 0
         self._closed = False
@@ -280,7 +209,7 @@ class Session:
 
     def _schedule_held(self) -> None:
         """Put the held answer's audio in the playout buffer, timed to start at the moment
-        the paused turn ends if the person stays silent (``_HeldTurn.ends_at``): its first
+        the paused turn ends if the person stays silent (``HeldTurn.ends_at``): its first
         frame is then rendered in time, instead of after the turn end.
 
         Only shortly before that moment (the frames rendered ahead, plus a microphone packet or
@@ -343,7 +272,7 @@ class Session:
             self.channel.silence_pending_audio()
         self._set_state("listening")
 
-    def _forget_held(self, reason: str) -> _HeldTurn | None:
+    def _forget_held(self, reason: str) -> HeldTurn | None:
         """Detach the held turn (its events, history and audio are never released); None when
         there is none."""
         held, self._held = self._held, None
@@ -621,12 +550,12 @@ class Session:
                 elif isinstance(event, SpeechPaused):
                     if partial is not None:
                         partial.cancel()  # the worker is needed for the turn itself
-                    # Answer now, play it if the turn ends (see _HeldTurn); not while the avatar
+                    # Answer now, play it if the turn ends (see HeldTurn); not while the avatar
                     # talks (no barge-in): that answer would queue behind it anyway; nor while
                     # an earlier turn is still transcribed: its answer must not be held with
                     # this one.
                     if self._held is None and not self.speaking and not self._turns_in_progress:
-                        self._held = _HeldTurn()
+                        self._held = HeldTurn()
                         self._held.task = self._child(
                             self._answer_turn(event.audio, language, hearing), "turn"
                         )
