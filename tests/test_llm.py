@@ -251,9 +251,8 @@ async def test_stream_feeds_sentence_splitter(fake_openai: tuple[FakeOpenAI, str
     assert sentences == ["Hello there.", "How can I help?"]
 
 
-async def test_idle_timeout_is_retryable(fake_openai: tuple[FakeOpenAI, str]):
-    fake, url = fake_openai
-    llm = _llm(url, model="stall", timeout=0.3)
+async def _until_error(llm: OpenAIChat) -> tuple[list[str], ProviderError]:
+    """The deltas streamed before the ProviderError that must end the reply, and that error."""
     received: list[str] = []
     try:
         with pytest.raises(ProviderError) as info:
@@ -262,9 +261,16 @@ async def test_idle_timeout_is_retryable(fake_openai: tuple[FakeOpenAI, str]):
                     received.append(delta)
     finally:
         await llm.aclose()
+    return received, info.value
+
+
+async def test_idle_timeout_is_retryable(fake_openai: tuple[FakeOpenAI, str]):
+    fake, url = fake_openai
+    llm = _llm(url, model="stall", timeout=0.3)
+    received, error = await _until_error(llm)
     assert received == [REPLY[0]]
-    assert info.value.retryable
-    assert "0.3 s" in info.value.message and "between tokens" in info.value.message
+    assert error.retryable
+    assert "0.3 s" in error.message and "between tokens" in error.message
     # The stalled response was closed, not left open.
     await asyncio.wait_for(fake.disconnected.wait(), GUARD_S)
 
@@ -365,19 +371,12 @@ async def test_a_broken_reply_is_a_typed_error_that_names_no_address(
 ):
     fake, url = fake_openai
     llm = _llm(url, model=model)
-    deltas: list[str] = []
-    try:
-        with pytest.raises(ProviderError) as info:
-            async with aclosing(llm.stream([{"role": "user", "content": "x"}])) as stream:
-                async for delta in stream:
-                    deltas.append(delta)
-    finally:
-        await llm.aclose()
+    deltas, error = await _until_error(llm)
     assert deltas == received
-    assert expected in info.value.message, info.value.message
-    assert info.value.retryable == retryable
+    assert expected in error.message, error.message
+    assert error.retryable == retryable
     port = url.split(":")[2].split("/")[0]
-    assert "127.0.0.1" not in info.value.message and port not in info.value.message
+    assert "127.0.0.1" not in error.message and port not in error.message
     assert len(fake.requests) == 1
 
 
