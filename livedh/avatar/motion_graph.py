@@ -1,0 +1,447 @@
+"""A motion graph over the frames of a video avatar (TANGO-style), built from per-frame pose keypoints.
+
+Nodes are footage frames. A *natural* edge plays on (``i -> i+1``) unless a scene cut lies between;
+a *transition* edge ``i -> j`` jumps to a frame whose pose is as close to ``i`` as ``i``'s own
+neighbours up to ``window`` frames away are (TANGO, ICLR 2025: per-node thresholds; at least 80% of
+the keypoints close in both position and velocity), and whose face box is close enough to ``i``'s that
+the lip crop stays aligned. Only the largest strongly connected component is kept, so a walk on the
+graph never reaches a dead end. Frames are also labelled idle or gesture by motion energy.
+
+Everything is vectorised numpy: a 60 s, 25 fps clip builds in well under a second on one core.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
+from scipy.sparse.csgraph import connected_components
+
+from livedh.errors import InvalidInputError
+from livedh.files import atomic_file
+
+GRAPH_VERSION = 1
+NATURAL = 0
+TRANSITION = 1
+KIND_NAMES = ("natural", "transition")
+
+
+@dataclass(frozen=True)
+class MotionGraphConfig:
+    """Knobs of :func:`build_motion_graph` and :func:`label_spans` (defaults follow TANGO)."""
+
+    #: neighbours (each side) that set a node's thresholds; transitions must jump further than this
+    window: int = 4
+    #: share of the keypoints visible in both frames that must be close in position and velocity
+    fraction: float = 0.8
+    #: fewer keypoints visible in both frames than this: no transition edge
+    min_common: int = 5
+    #: face box centres may differ by this share of the source box's size (sqrt of its area)
+    face_center_tol: float = 0.1
+    #: larger / smaller face box size may be at most this ratio
+    face_size_tol: float = 1.1
+    #: most transition edges kept per node (the closest poses); bounds memory on long footage
+    max_transitions: int = 200
+    #: memory bound of one block of the pairwise comparison
+    block_bytes: int = 48 << 20
+    #: motion energy: moving-average length in frames
+    energy_smooth: int = 5
+    #: gesture when energy rises above idle + high * (active - idle); idle again below ``low``
+    gesture_high: float = 0.5
+    gesture_low: float = 0.3
+    #: quantiles of the footage's own energy taken as its idle and active levels
+    idle_quantile: float = 0.2
+    active_quantile: float = 0.9
+    #: active level below this multiple of the idle level: the footage has no gestures
+    min_contrast: float = 2.0
+    #: gesture spans (and idle gaps between gestures) shorter than this many frames are merged away
+    min_span: int = 12
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or not 0.0 < self.fraction <= 1.0 or self.min_common < 1:
+            raise InvalidInputError("motion graph: window >= 1, 0 < fraction <= 1, min_common >= 1")
+        if self.face_center_tol < 0 or self.face_size_tol < 1.0 or self.max_transitions < 1:
+            raise InvalidInputError("motion graph: face tolerances must be >= 0 / >= 1, max_transitions >= 1")
+        if not self.gesture_low <= self.gesture_high or self.energy_smooth < 1 or self.min_span < 1:
+            raise InvalidInputError("motion graph: gesture_low <= gesture_high, energy_smooth/min_span >= 1")
+
+
+@dataclass
+class MotionGraph:
+    """A pruned motion graph. Node ids are source frame indices; edges are CSR over all frames.
+
+    ``successors(i)`` of a frame outside ``nodes`` is empty. ``kinds`` holds :data:`NATURAL` or
+    :data:`TRANSITION` per edge, aligned with ``indices``.
+    """
+
+    n_frames: int
+    nodes: np.ndarray  # (N,) int64, sorted kept frames
+    indptr: np.ndarray  # (n_frames + 1,) int64
+    indices: np.ndarray  # (E,) int64 target frames
+    kinds: np.ndarray  # (E,) uint8
+    gesture: np.ndarray  # (n_frames,) bool
+    energy: np.ndarray  # (n_frames,) float32
+    dropped: np.ndarray  # (n_frames - N,) int64, frames outside the kept component
+    cuts: np.ndarray  # (C,) int64, first frame after each scene cut
+    version: int = field(default=GRAPH_VERSION)
+
+    def successors(self, i: int) -> np.ndarray:
+        """Target frames of the edges leaving frame ``i``."""
+        return self.indices[self.indptr[i] : self.indptr[i + 1]]
+
+    def edges(self, i: int) -> list[tuple[int, str]]:
+        """``(target, "natural" | "transition")`` for each edge leaving frame ``i``."""
+        lo, hi = self.indptr[i], self.indptr[i + 1]
+        return [(int(t), KIND_NAMES[k]) for t, k in zip(self.indices[lo:hi], self.kinds[lo:hi], strict=True)]
+
+    @property
+    def n_transitions(self) -> int:
+        return int(np.count_nonzero(self.kinds == TRANSITION))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "nodes": self.nodes, "indptr": self.indptr, "indices": self.indices, "kinds": self.kinds,
+            "gesture": self.gesture, "energy": self.energy, "dropped": self.dropped, "cuts": self.cuts,
+        }  # fmt: skip
+
+    def to_json(self) -> str:
+        """The graph as a JSON document (versioned)."""
+        doc: dict[str, object] = {"version": self.version, "n_frames": self.n_frames}
+        doc.update({k: v.tolist() for k, v in self._arrays().items()})
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> MotionGraph:
+        """Inverse of :meth:`to_json`; raises :class:`InvalidInputError` on a malformed document."""
+        try:
+            doc = json.loads(text)
+            return _from_parts(int(doc["version"]), int(doc["n_frames"]), {k: doc[k] for k in _DTYPES})
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInputError(f"motion graph: malformed document ({type(e).__name__})") from None
+
+    def save(self, path: Path) -> None:
+        """Writes the graph as an ``.npz`` file, atomically."""
+        with atomic_file(Path(path)) as tmp, open(tmp, "wb") as f:
+            arrays: dict[str, object] = {"version": self.version, "n_frames": self.n_frames, **self._arrays()}
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path) -> MotionGraph:
+        """Inverse of :meth:`save`; raises :class:`InvalidInputError` on a malformed file."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                parts = {k: z[k] for k in _DTYPES}
+                return _from_parts(int(z["version"]), int(z["n_frames"]), parts)
+        except (ValueError, KeyError, OSError) as e:
+            raise InvalidInputError(f"motion graph: malformed file ({type(e).__name__})") from None
+
+
+_DTYPES = {
+    "nodes": np.int64, "indptr": np.int64, "indices": np.int64, "kinds": np.uint8,
+    "gesture": np.bool_, "energy": np.float32, "dropped": np.int64, "cuts": np.int64,
+}  # fmt: skip
+
+
+def _from_parts(version: int, n_frames: int, parts: dict[str, object]) -> MotionGraph:
+    if version != GRAPH_VERSION:
+        raise ValueError(f"unsupported version {version}")
+    a: dict[str, np.ndarray] = {k: np.asarray(parts[k], dtype=dt).reshape(-1) for k, dt in _DTYPES.items()}
+    ok = (
+        n_frames >= 0
+        and a["indptr"].shape == (n_frames + 1,)
+        and a["indptr"][0] == 0
+        and bool(np.all(np.diff(a["indptr"]) >= 0))
+        and a["indptr"][-1] == a["indices"].size == a["kinds"].size
+        and a["gesture"].size == a["energy"].size == n_frames
+        and a["nodes"].size + a["dropped"].size == n_frames
+        and all(
+            bool(np.all((a[k] >= 0) & (a[k] < max(n_frames, 1)))) for k in ("nodes", "indices", "dropped")
+        )
+        and bool(np.all(a["kinds"] <= TRANSITION))
+    )
+    if not ok:
+        raise ValueError("inconsistent arrays")
+    return MotionGraph(n_frames=n_frames, version=version, **a)
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def shot_ids(n_frames: int, cuts: np.ndarray) -> np.ndarray:
+    """Shot number of each frame: it increases by one at each cut (cut = first frame of a new shot)."""
+    starts = np.zeros(n_frames, dtype=np.int64)
+    c = np.asarray(cuts, dtype=np.int64).reshape(-1)
+    starts[c[(c > 0) & (c < n_frames)]] = 1
+    return np.cumsum(starts)
+
+
+def _velocities(p: np.ndarray, vis: np.ndarray, shot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backward difference within a shot; the first frame of a shot takes the forward difference."""
+    v = np.zeros_like(p)
+    ok = np.zeros(vis.shape, dtype=bool)
+    same = shot[1:] == shot[:-1]
+    back_ok = vis[1:] & vis[:-1] & same[:, None]
+    v[1:] = p[1:] - p[:-1]
+    ok[1:] = back_ok
+    first = np.concatenate([[True], ~same])  # frames that start a shot
+    fwd_ok = np.zeros(vis.shape, dtype=bool)
+    fwd_ok[:-1] = back_ok  # forward difference of t is the backward difference of t + 1
+    v[:-1][first[:-1]] = v[1:][first[:-1]]
+    ok[first] = fwd_ok[first]
+    return v, ok
+
+
+def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared 2-D distance over the last axis; one formula everywhere so equal poses tie exactly."""
+    dx = a[..., 0] - b[..., 0]
+    dy = a[..., 1] - b[..., 1]
+    return dx * dx + dy * dy
+
+
+def _thresholds(
+    p: np.ndarray, v: np.ndarray, pos_ok: np.ndarray, vel_ok: np.ndarray, shot: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame and keypoint: the largest squared position / velocity distance to the frames up to
+    ``window`` away in the same shot (NaN where no neighbour is usable)."""
+    t_n = p.shape[0]
+    thr_p = np.full(pos_ok.shape, -np.inf, dtype=p.dtype)
+    thr_v = np.full(pos_ok.shape, -np.inf, dtype=p.dtype)
+    for d in [*range(-window, 0), *range(1, window + 1)]:
+        lo, hi = max(0, -d), min(t_n, t_n - d)  # frames t whose neighbour t + d exists
+        if lo >= hi:
+            continue
+        t = slice(lo, hi)
+        n = slice(lo + d, hi + d)
+        same = (shot[t] == shot[n])[:, None]
+        dp = np.where(same & pos_ok[t] & pos_ok[n], _sqdist(p[t], p[n]), -np.inf)
+        dv = np.where(same & vel_ok[t] & vel_ok[n], _sqdist(v[t], v[n]), -np.inf)
+        np.maximum(thr_p[t], dp, out=thr_p[t])
+        np.maximum(thr_v[t], dv, out=thr_v[t])
+    thr_p[np.isneginf(thr_p)] = np.nan
+    thr_v[np.isneginf(thr_v)] = np.nan
+    return thr_p, thr_v
+
+
+def _face_ok(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face box centres, sizes (sqrt of the area) and validity (no face: no transitions)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    valid = np.isfinite(b).all(axis=1) & (w > 0) & (h > 0)
+    size = np.sqrt(np.where(valid, w * h, 1.0))
+    centre = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
+    return np.where(valid[:, None], centre, 0.0), size, valid
+
+
+_Face = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _transition_block(
+    rows: slice,
+    p: np.ndarray,
+    v: np.ndarray,
+    usable: tuple[np.ndarray, np.ndarray],
+    thr: tuple[np.ndarray, np.ndarray],
+    face: _Face,
+    cfg: MotionGraphConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Transition targets of the frames in ``rows`` against all frames: (sources, targets)."""
+    usable_i, usable_j = usable
+    thr_p, thr_v = thr
+    centre, size, face_valid = face
+    t_n = p.shape[0]
+    i = np.arange(rows.start, rows.stop)
+    # cheap (B, T) pair rules first: jump length and face box alignment
+    pair = np.abs(i[:, None] - np.arange(t_n)[None, :]) > cfg.window
+    ratio = size[i, None] / size[None, :]
+    pair &= np.sqrt(_sqdist(centre[i, None], centre[None])) <= cfg.face_center_tol * size[i, None]
+    pair &= (ratio <= cfg.face_size_tol) & (ratio >= 1.0 / cfg.face_size_tol)
+    pair &= face_valid[i, None] & face_valid[None, :]
+    # positions over the whole block, (B, T, K); velocities only for pairs whose positions pass
+    common = usable_i[rows, None, :] & usable_j[None, :, :]
+    dp = _sqdist(p[rows, None], p[None])
+    close = common & (dp <= thr_p[rows, None])
+    n_common = common.sum(axis=2)
+    need = np.ceil(cfg.fraction * n_common - 1e-9)
+    b, dst = np.nonzero(pair & (n_common >= cfg.min_common) & (close.sum(axis=2) >= need))
+    src = b + rows.start
+    close_v = close[b, dst] & (_sqdist(v[src], v[dst]) <= thr_v[src])
+    ok = close_v.sum(axis=1) >= need[b, dst]
+    b, src, dst = b[ok], src[ok], dst[ok]
+    counts = np.bincount(b, minlength=i.size)
+    if counts.max(initial=0) > cfg.max_transitions:
+        # too many look-alikes (long idle footage): keep the closest poses of each crowded node
+        score = np.where(common[b, dst], dp[b, dst] / (thr_p[src] + 1e-6), 0.0).sum(axis=1)
+        order = np.lexsort((score / n_common[b, dst], b))
+        rank = np.arange(b.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        keep = np.sort(order[rank < cfg.max_transitions])
+        src, dst = src[keep], dst[keep]
+    return src, dst
+
+
+def _largest_scc(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Boolean mask of the largest strongly connected component that has a cycle (empty if none)."""
+    if n == 0 or src.size == 0:
+        return np.zeros(n, dtype=bool)
+    adj = csr_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(adj, directed=True, connection="strong")  # iterative, no recursion
+    sizes = np.bincount(labels)
+    best = int(np.argmax(sizes))
+    if sizes[best] < 2:  # no self-loops exist, so a lone frame is a dead end
+        return np.zeros(n, dtype=bool)
+    return labels == best
+
+
+def _check_inputs(keypoints: np.ndarray, visible: np.ndarray, face_boxes: np.ndarray) -> None:
+    if keypoints.ndim != 3 or keypoints.shape[2] != 2:
+        raise InvalidInputError("motion graph: keypoints must be (T, K, 2)")
+    if visible.shape != keypoints.shape[:2] or face_boxes.shape != (keypoints.shape[0], 4):
+        raise InvalidInputError("motion graph: visible must be (T, K) and face_boxes (T, 4)")
+
+
+def build_motion_graph(
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    face_boxes: np.ndarray,
+    cuts: np.ndarray,
+    config: MotionGraphConfig,
+) -> MotionGraph:
+    """Builds the pruned motion graph of a footage from its poses (see the module docstring).
+
+    ``keypoints`` (T, K, 2) in pixels, ``visible`` (T, K); invisible or non-finite keypoints are left
+    out of every comparison. ``face_boxes`` (T, 4) as x0, y0, x1, y1; a frame without a valid box gets
+    no transition edge. ``cuts`` lists the first frame of each new shot. The result may be empty
+    (``nodes`` empty) when the footage has no loop at all.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32)
+    vis = np.asarray(visible, dtype=bool)
+    boxes = np.asarray(face_boxes, dtype=np.float64)
+    _check_inputs(kp, vis, boxes)
+    t_n, k_n = vis.shape
+    vis = vis & np.isfinite(kp).all(axis=2)
+    kp = np.where(vis[..., None], kp, 0.0).astype(np.float32)
+    shot = shot_ids(t_n, cuts)
+    v, vel_ok = _velocities(kp, vis, shot)
+    thr_p, thr_v = _thresholds(kp, v, vis, vel_ok, shot, config.window)
+    usable_j = vis & vel_ok
+    usable_i = usable_j & np.isfinite(thr_p) & np.isfinite(thr_v)
+    face = _face_ok(boxes)
+    # a block holds ~6 (B, T, K) float32/bool temporaries
+    block = max(1, config.block_bytes // max(1, 6 * 4 * t_n * k_n))
+    srcs, dsts = [], []
+    for start in range(0, t_n, block):
+        s, d = _transition_block(
+            slice(start, min(t_n, start + block)), kp, v, (usable_i, usable_j), (thr_p, thr_v), face, config
+        )
+        srcs.append(s)
+        dsts.append(d)
+    nat = np.nonzero(shot[1:] == shot[:-1])[0]
+    src = np.concatenate([nat, *srcs]).astype(np.int64)
+    dst = np.concatenate([nat + 1, *dsts]).astype(np.int64)
+    kind = np.concatenate([np.full(nat.size, NATURAL), np.full(src.size - nat.size, TRANSITION)])
+    keep = _largest_scc(t_n, src, dst)
+    inside = keep[src] & keep[dst]
+    src, dst, kind = src[inside], dst[inside], kind[inside]
+    order = np.lexsort((dst, src))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=t_n))]).astype(np.int64)
+    energy = motion_energy(kp, vis, cuts=cuts, smooth=config.energy_smooth)
+    return MotionGraph(
+        n_frames=t_n,
+        nodes=np.nonzero(keep)[0].astype(np.int64),
+        indptr=indptr,
+        indices=dst[order],
+        kinds=kind[order].astype(np.uint8),
+        gesture=label_spans(energy, config),
+        energy=energy.astype(np.float32),
+        dropped=np.nonzero(~keep)[0].astype(np.int64),
+        cuts=np.unique(np.asarray(cuts, dtype=np.int64).reshape(-1)),
+    )
+
+
+# --- cuts and motion energy -------------------------------------------------------------------------
+
+
+def detect_cuts(
+    frames_small: np.ndarray, *, abs_threshold: float = 30.0, rel_threshold: float = 6.0, chunk: int = 512
+) -> np.ndarray:
+    """First frames of new shots in grayscale thumbnails (T, h, w) uint8: the mean absolute
+    difference to the previous frame exceeds both ``abs_threshold`` (grey levels) and
+    ``rel_threshold`` times the footage's own median difference (so fast motion is not a cut)."""
+    f = np.asarray(frames_small)
+    if f.ndim != 3:
+        raise InvalidInputError("detect_cuts: frames must be (T, h, w) grayscale")
+    if f.shape[0] < 2:
+        return np.zeros(0, dtype=np.int64)
+    diffs = []
+    for lo in range(1, f.shape[0], chunk):  # bounded int16 temporaries
+        hi = min(f.shape[0], lo + chunk)
+        d = np.abs(f[lo:hi].astype(np.int16) - f[lo - 1 : hi - 1].astype(np.int16))
+        diffs.append(d.mean(axis=(1, 2)))
+    diff = np.concatenate(diffs)
+    threshold = max(abs_threshold, rel_threshold * float(np.median(diff)))
+    return (np.nonzero(diff > threshold)[0] + 1).astype(np.int64)
+
+
+def motion_energy(
+    keypoints: np.ndarray, visible: np.ndarray, *, cuts: np.ndarray | None = None, smooth: int = 5
+) -> np.ndarray:
+    """Mean keypoint speed (units per frame) of each frame, over the keypoints visible in it and the
+    frame before (not across a cut), then a centred moving average of ``smooth`` frames. Frames
+    with no measurable keypoint take the value interpolated from their neighbours."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    vis = np.asarray(visible, dtype=bool) & np.isfinite(kp).all(axis=2)
+    t_n = vis.shape[0]
+    if t_n == 0:
+        return np.zeros(0)
+    shot = shot_ids(t_n, np.zeros(0) if cuts is None else cuts)
+    ok = np.zeros(vis.shape, dtype=bool)
+    ok[1:] = vis[1:] & vis[:-1] & (shot[1:] == shot[:-1])[:, None]
+    speed = np.zeros(vis.shape)
+    step = np.where(ok[1:, :, None], kp[1:] - np.where(vis[:-1, :, None], kp[:-1], 0.0), 0.0)
+    speed[1:] = np.sqrt((step**2).sum(axis=2))
+    count = ok.sum(axis=1)
+    has = count > 0
+    if not has.any():
+        return np.zeros(t_n)
+    raw = np.where(has, speed.sum(axis=1) / np.maximum(count, 1), 0.0)
+    raw = np.interp(np.arange(t_n), np.nonzero(has)[0], raw[has])
+    kernel = np.ones(smooth) / smooth
+    padded = np.pad(raw, (smooth // 2, smooth - 1 - smooth // 2), mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run-length encoding of a bool array: starts, lengths, values."""
+    change = np.nonzero(mask[1:] != mask[:-1])[0] + 1
+    starts = np.concatenate([[0], change])
+    lengths = np.diff(np.concatenate([starts, [mask.size]]))
+    return starts, lengths, mask[starts]
+
+
+def label_spans(energy: np.ndarray, config: MotionGraphConfig) -> np.ndarray:
+    """Gesture (True) vs idle per frame, with hysteresis between thresholds set from the footage's
+    own energy distribution, gesture spans shorter than ``min_span`` dropped and short idle gaps
+    between gestures filled."""
+    e = np.asarray(energy, dtype=np.float64)
+    if e.size == 0:
+        return np.zeros(0, dtype=bool)
+    idle, active = np.quantile(e, [config.idle_quantile, config.active_quantile])
+    if active <= 0 or active < config.min_contrast * max(idle, 1e-9):
+        return np.zeros(e.size, dtype=bool)  # no gestures worth the name in this footage
+    high = idle + config.gesture_high * (active - idle)
+    low = idle + config.gesture_low * (active - idle)
+    # hysteresis, vectorised: the latest threshold crossed decides (forward fill of +1 / -1 marks)
+    mark = np.where(e > high, 1, np.where(e < low, -1, 0))
+    idx = np.where(mark != 0, np.arange(e.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    gesture = mark[idx] == 1  # before the first mark, idx is 0 and mark[0] is 0 or its own verdict
+    for value in (True, False):  # drop short gestures, then fill short idle gaps between gestures
+        starts, lengths, values = _runs(gesture)
+        short = (values == value) & (lengths < config.min_span)
+        if not value:
+            short &= (starts > 0) & (starts + lengths < e.size)  # only gaps between two gestures
+        for s, n in zip(starts[short], lengths[short], strict=True):
+            gesture[s : s + n] = not value
+    return gesture
