@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,9 +24,6 @@ from livedh.errors import LiveDHError
 
 #: the text exposition format, version 0.0.4
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-#: connection states of a session whose peer has not finished ICE yet
-CONNECTING_STATES = frozenset({"new", "connecting", "checking"})
 
 # Fixed buckets (seconds), chosen around what a person notices in a conversation.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
@@ -90,13 +87,11 @@ class Metrics:
         )
 
     # -- what the measuring code calls ----------------------------------------------------
-    def watch_sessions(self, connections: Callable[[], Iterable[str]]) -> None:
-        """Read the session gauges at scrape time from ``connections`` (each open session's
-        connection state), instead of keeping them in step on every change."""
-        self.sessions.labels("open").set_function(lambda: sum(1 for _ in connections()))
-        self.sessions.labels("connecting").set_function(
-            lambda: sum(1 for state in connections() if state in CONNECTING_STATES)
-        )
+    def watch_sessions(self, open_count: Callable[[], int], connecting: Callable[[], int]) -> None:
+        """Read the session gauges at scrape time (open sessions, and those still connecting),
+        instead of keeping them in step on every change."""
+        self.sessions.labels("open").set_function(open_count)
+        self.sessions.labels("connecting").set_function(connecting)
 
     def count_error(self, where: str, error: BaseException) -> None:
         code = error.code if isinstance(error, LiveDHError) else "internal_error"

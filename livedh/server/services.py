@@ -43,8 +43,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.metrics = self.sessions.metrics
-        sessions = self.sessions
-        self.metrics.watch_sessions(lambda: [s.connection for s in sessions.sessions()])
+        self.metrics.watch_sessions(self.sessions.__len__, self.sessions.connecting)
 
     async def aclose(self) -> None:
         for task in self.background:
