@@ -4,6 +4,7 @@ decoding of uploaded files."""
 from __future__ import annotations
 
 import io
+import itertools
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +89,14 @@ def decode_audio_bytes(
             if not container.streams.audio:
                 raise UnsupportedMediaError("the file has no audio stream")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
-            for frame in container.decode(audio=0):
+            # None last: the resampler's buffered tail counts towards the cap too.
+            for frame in itertools.chain(container.decode(audio=0), [None]):
                 parts.append(_frames_to_array(resampler.resample(frame)))
                 held += len(parts[-1])
                 if limit is not None and held > limit:
                     raise PayloadTooLargeError(
                         f"the audio is longer than the limit of {max_seconds:g} s; send a shorter clip"
                     )
-            parts.append(_frames_to_array(resampler.resample(None)))
     except InvalidInputError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, MemoryError) as exc:
@@ -105,8 +106,6 @@ def decode_audio_bytes(
     samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
     if len(samples) == 0:
         raise UnsupportedMediaError("the audio file decodes to no samples")
-    if limit is not None and len(samples) > limit:  # the resampler's tail
-        raise PayloadTooLargeError(f"the audio is longer than the limit of {max_seconds:g} s")
     return samples
 
 
