@@ -9,7 +9,7 @@ from aiohttp import web
 from livedh.config import AppConfig
 from livedh.server import api_v1, avatars_api, legacy, metrics_api, security
 from livedh.server.avatar_jobs import AvatarJobs, remove_uploads
-from livedh.server.http import cors_middleware, errors_middleware
+from livedh.server.http import APP_CONFIG, cors_middleware, errors_middleware
 from livedh.server.services import SERVICES, Services, build_services
 
 
@@ -44,7 +44,7 @@ def create_app(
         yield
         await jobs.aclose()
 
-    app[avatars_api.APP_CONFIG] = config
+    app[APP_CONFIG] = config
     app[security.SECURITY] = access if access is not None else security.Security(config.server)
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(avatar_jobs_ctx)

@@ -216,20 +216,21 @@ _BODY = web.RequestKey("livedh_body", bytes)
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refused (413) past ``limit`` bytes, under the body timeout. Read once
     per request: a second call returns the same bytes."""
+    def check(size: int | None) -> None:
+        if size is not None and size > limit:
+            raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
+
     cached = request.get(_BODY)
     if cached is not None:
-        if len(cached) > limit:
-            raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
-        return bytes(cached)
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
+        check(len(cached))
+        return cached
+    check(request.content_length)
     chunks: list[bytes] = []
     size = 0
     async with reading_body(request):
         while chunk := await request.content.read(64 * 1024):
             size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"the request body is larger than the limit of {limit} bytes")
+            check(size)
             chunks.append(chunk)
     body = request[_BODY] = b"".join(chunks)
     return body
