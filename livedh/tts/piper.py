@@ -150,11 +150,11 @@ class PiperTTS(TTSEngine):
     def _synthesis_config(self, voice: PiperVoice, speaker: str | None) -> SynthesisConfig:
         from piper import SynthesisConfig
 
-        if speaker is None or speaker == self.default_voice:
-            return SynthesisConfig(noise_scale=self._noise, noise_w_scale=self._noise)
         speakers = voice.config.speaker_id_map
-        if speaker in speakers:
-            return SynthesisConfig(speaker_id=speakers[speaker], noise_scale=self._noise,
+        if speaker is None or speaker == self.default_voice or speaker in speakers:
+            speaker_id = (None if speaker is None or speaker == self.default_voice
+                          else speakers[speaker])
+            return SynthesisConfig(speaker_id=speaker_id, noise_scale=self._noise,
                                    noise_w_scale=self._noise)
         valid = ", ".join(sorted(speakers)) or f"only {self.default_voice}"
         raise InvalidInputError(
