@@ -88,7 +88,6 @@ class FairScheduler:
         self.preempt = preempt
         self._waiting: list[Ticket] = []
         self._running: set[Ticket] = set()
-        self._running_by_owner: dict[Hashable, int] = {}
         #: owner -> the turn number it was last served at (least recent first)
         self._last_served: OrderedDict[Hashable, int] = OrderedDict()
         self._seq = itertools.count()
@@ -149,20 +148,21 @@ class FairScheduler:
     def _priority(self, ticket: Ticket) -> tuple[bool, int, int]:
         return (not ticket.urgent, self._last_served.get(ticket.owner, -1), ticket.seq)
 
+    def _running_for(self, owner: Hashable) -> int:
+        return sum(1 for t in self._running if t.owner == owner)
+
     def _dispatch(self) -> None:
+        # Starting a piece moves it from waiting to running: whether one is urgent stays.
+        urgent = self.preempt and any(t.urgent for t in (*self._running, *self._waiting))
         while len(self._running) < self.workers:
-            eligible = [
-                t for t in self._waiting
-                if self._running_by_owner.get(t.owner, 0) < self.per_owner
-            ]
+            eligible = [t for t in self._waiting if self._running_for(t.owner) < self.per_owner]
             if not eligible:
                 break
             chosen = min(eligible, key=self._priority)
-            if (self.preempt and not chosen.urgent
-                    and any(t.urgent for t in (*self._running, *self._waiting))):
+            if urgent and not chosen.urgent:
                 break  # the cores are for the urgent piece until it is done
             self._run(chosen)
-        if self.preempt and any(t.urgent for t in (*self._running, *self._waiting)):
+        if urgent:
             # A listener is waiting: what has no audio out yet makes way (it runs again later).
             for ticket in self._running:
                 if not ticket.urgent and ticket.job is not None:
@@ -173,7 +173,6 @@ class FairScheduler:
         ticket.state = "running"
         self._running.add(ticket)
         owner = ticket.owner
-        self._running_by_owner[owner] = self._running_by_owner.get(owner, 0) + 1
         self._last_served[owner] = next(self._turns)
         self._last_served.move_to_end(owner)
         while len(self._last_served) > _MAX_REMEMBERED_OWNERS:
@@ -191,11 +190,6 @@ class FairScheduler:
     def _finish(self, ticket: Ticket) -> None:
         ticket.state = "done"
         self._running.discard(ticket)
-        left = self._running_by_owner.get(ticket.owner, 1) - 1
-        if left:
-            self._running_by_owner[ticket.owner] = left
-        else:
-            self._running_by_owner.pop(ticket.owner, None)
         self._dispatch()
 
 
