@@ -1,14 +1,19 @@
 """Motion graph build time (livedh/avatar/motion_graph.py) on synthetic poses: 60 s of 25 fps
-footage with 33 keypoints (MediaPipe Pose), against the issue's budget of 30 s. Prints figures;
-asserts nothing.
+footage with 33 keypoints (MediaPipe Pose), against the issue's budget of 30 s. With ``--pose``,
+also the whole motion step of the build on real frames (livedh/avatar/motion_build.py: cut
+thumbnails, the pose model on every ``--pose-stride``-th frame, the graph): the shared gesture
+footage (22 s at 1280x720, looped to ``--seconds``) or, without ../shared, a synthetic talking clip.
+Prints figures; asserts nothing.
 
-    .venv/bin/python -m bench.bench_motion_graph [--seconds 60] [--fps 25] [--repeat 3]
+    .venv/bin/python -m bench.bench_motion_graph [--seconds 60] [--fps 25] [--repeat 3] [--pose]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,11 +41,71 @@ def synthetic_footage(
     return kp, visible, boxes, np.array([t_n // 2])
 
 
+GESTURES = Path(__file__).resolve().parents[2] / "shared" / "media" / "skyreels_a1_driving2_gestures.mp4"
+
+
+def _write_frames(folder: Path, seconds: float, fps: int) -> tuple[list[Path], str]:
+    """JPEG frames as an avatar stores them (not timed): the shared clip looped, or a synthetic one."""
+    import av
+    import cv2
+
+    if GESTURES.is_file():
+        with av.open(str(GESTURES)) as c:
+            clip = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+        what = f"{GESTURES.name} ({len(clip)} frames, looped)"
+    else:
+        from livedh.testing.talking_video import speech_like_audio, talking_frames
+
+        clip = [f[..., ::-1] for f in talking_frames(speech_like_audio(10.0), fps)]
+        what = "synthetic talking clip (10 s, looped)"
+    paths = []
+    for i in range(round(seconds * fps)):
+        path = folder / f"{i:06d}.jpg"
+        cv2.imwrite(str(path), clip[i % len(clip)], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        paths.append(path)
+    return paths, what
+
+
+def bench_pose(seconds: float, fps: int, stride: int) -> None:
+    import cv2
+
+    from livedh.avatar.motion_build import _prefetch, _thumb, strided_poses
+    from livedh.avatar.pose import PoseTracker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, what = _write_frames(Path(tmp), seconds, fps)
+        h, w = cv2.imread(str(paths[0])).shape[:2]
+        t0 = time.perf_counter()
+        thumbs = np.stack(list(_prefetch(_thumb, paths, lambda n: None, depth=32, workers=2)))
+        cuts = detect_cuts(thumbs)
+        t1 = time.perf_counter()
+        reduce = 4 if max(w, h) >= 2560 else 2 if max(w, h) >= 1280 else 1
+        kp, vis = strided_poses(paths, cuts, stride, PoseTracker, reduce=reduce)
+        t2 = time.perf_counter()
+        boxes = np.tile([w * 0.4, h * 0.1, w * 0.6, h * 0.45], (len(paths), 1))  # a still face box
+        graph = build_motion_graph(kp, vis, boxes, cuts, MotionGraphConfig())
+        t3 = time.perf_counter()
+    total = t3 - t0
+    print(
+        f"motion step on {what}: {len(paths)} frames {w}x{h}, pose stride {stride}: cuts {t1 - t0:.2f} s, "
+        f"pose {t2 - t1:.2f} s, graph {t3 - t2:.2f} s, total {total:.2f} s (budget 30 s, ratio "
+        f"{total / 30:.2f}; {total / (len(paths) / fps):.2f} s per s of footage)",
+        flush=True,
+    )
+    print(
+        f"  cuts at {cuts.tolist()}, keypoints visible {100 * vis.mean():.0f}%, kept {graph.nodes.size}/"
+        f"{len(paths)} frames, {graph.n_transitions} transitions, gesture {100 * graph.gesture.mean():.0f}%",
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pose", action="store_true", help="also time the motion step on real frames")
+    ap.add_argument("--pose-stride", type=int, default=2)
     args = ap.parse_args()
     kp, visible, boxes, cuts = synthetic_footage(args.seconds, args.fps)
     cfg = MotionGraphConfig()
@@ -66,6 +131,8 @@ def main() -> None:
         f"gesture {100 * graph.gesture.mean():.0f}% of frames",
         flush=True,
     )
+    if args.pose:
+        bench_pose(args.seconds, args.fps, args.pose_stride)
 
 
 if __name__ == "__main__":

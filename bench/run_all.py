@@ -11,6 +11,7 @@ BENCHES = [
     "bench.bench_encode",
     "bench.bench_e2e",
     "bench.bench_avatar_build",
+    "bench.bench_motion",
     "bench.bench_flood",
     "bench.bench_flood_server",
 ]

@@ -282,10 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_command(model_sub)
     avatar_parser = sub.add_parser("avatar", help="build avatars and train their lip-sync models")
     avatar_sub = avatar_parser.add_subparsers(dest="avatar_command", required=True)
-    from livedh.avatar.commands import add_build_command
+    from livedh.avatar.commands import add_build_command, add_graph_command
     from livedh.lipsync.training.command import add_train_command
 
     add_build_command(avatar_sub)
+    add_graph_command(avatar_sub)
     add_train_command(avatar_sub)
     return parser
 

@@ -17,6 +17,7 @@ import pytest
 from skimage import data
 
 from livedh.avatar import landmarks as lm
+from livedh.avatar.compositor import BlendParams, Compositor, band_mask
 from livedh.avatar.format import frame_file, load_manifest, mask_file
 from livedh.avatar.video import (
     VideoAvatar,
@@ -26,7 +27,6 @@ from livedh.avatar.video import (
 )
 from livedh.errors import InvalidInputError, LiveDHError, NotFoundError
 from livedh.lipsync.base import LipSyncRequest
-from livedh.lipsync.blend import BlendParams, Compositor, band_mask
 from livedh.lipsync.generator import FaceGenerator
 from livedh.lipsync.neural import NeuralLipSync, NeuralParams, ping_pong
 

@@ -34,12 +34,12 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -56,6 +56,9 @@ from livedh.avatar.video import (
 )
 from livedh.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from livedh.media.pcm import write_wav
+
+if TYPE_CHECKING:
+    from livedh.avatar.motion_build import ActionSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,10 @@ class BuildParams:
     count_faces_every: int = 2
     #: boxes smoothing and masks
     video: VideoBuildParams = field(default_factory=VideoBuildParams)
+    #: build the motion graph (livedh/avatar/motion_build.py): body poses, idle/gesture loops
+    motion: bool = True
+    #: the pose model sees every k-th frame; poses in between are interpolated
+    pose_stride: int = 2
 
 
 @dataclass(frozen=True)
@@ -302,7 +309,7 @@ def _check_limits(
 # --- progress --------------------------------------------------------------------------------
 
 
-class _Progress:
+class BuildProgress:
     """tqdm bars (``progress=True``), a callback, or nothing; the callback hears about a step
     at most ~50 times plus its end, which is plenty for a progress bar in a browser."""
 
@@ -704,7 +711,7 @@ def _frames_step(
     params: BuildParams,
     work: Path,
     steps: _Steps,
-    progress: _Progress,
+    progress: BuildProgress,
     *,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[list[_Chunk], dict[str, Any], int]:
@@ -898,13 +905,15 @@ def build_avatar(
     license: str = "unknown (provided by the user)",
     source: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    actions: Sequence[ActionSpec] = (),
 ) -> BuildResult:
     """Builds ``avatars_dir/name`` from the video file ``video`` (see the module docstring), and
     returns its manifest and summary. Bad input raises InvalidInputError (or NotFoundError for a
     missing file) with a message for the person who filmed it. ``restart`` ignores the work of
     an earlier, unfinished build. ``source`` describes the footage in the manifest (default: the
     file's name). ``on_chunk(c)`` is called after each frames chunk is saved
-    (tests use it to crash a build half-way)."""
+    (tests use it to crash a build half-way). ``actions``: named action clips of the motion
+    graph (``params.motion``), see livedh/avatar/motion_build.py."""
     params = params or BuildParams()
     started = time.monotonic()
     video, avatars_dir = Path(video), Path(avatars_dir)
@@ -912,13 +921,21 @@ def build_avatar(
     check_model(params.model)
     if params.fps <= 0 or params.max_side < 16 or params.chunk_frames <= 0 or params.count_faces_every <= 0:
         raise InvalidInputError(f"bad build parameters: {params}")
-    report = _Progress(progress)
+    if actions and not params.motion:
+        raise InvalidInputError("actions are part of the motion graph: drop --no-motion or the --action")
+    report = BuildProgress(progress)
     seconds: dict[str, float] = {}
 
     with report.step("probe", 1) as advance:
         info = probe_video(video, params)
         advance(1)
     seconds["probe"] = time.monotonic() - started
+    for action in actions:  # refuse a range outside the video now, not after the long steps
+        if action.end_s is not None and action.end_s > info.duration_s + 0.5 / params.fps:
+            raise InvalidInputError(
+                f"action {action.name!r}: {action.start_s:g}-{action.end_s:g} s is outside the video "
+                f"(0-{info.duration_s:.2f} s)"
+            )
     avatars_dir.mkdir(parents=True, exist_ok=True)
     work = work_dir(avatars_dir, name)
     with _exclusive(avatars_dir, name):
@@ -933,8 +950,28 @@ def build_avatar(
             # the input is unusable: nothing to resume
             shutil.rmtree(work, ignore_errors=True)
             raise
+        if params.motion:
+            # after the avatar is written: a failed action leaves a working avatar and the work
+            # (poses cached in it) for the next run
+            result = _motion_step(result, params, actions, report, work)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _motion_step(
+    result: BuildResult, params: BuildParams, actions: Sequence[ActionSpec], report: BuildProgress, work: Path
+) -> BuildResult:
+    from livedh.avatar.format import load_manifest
+    from livedh.avatar.motion_build import build_motion
+
+    t = time.monotonic()
+    motion = build_motion(
+        result.path, actions=actions, pose_stride=params.pose_stride, progress=report, cache_dir=work
+    )
+    summary = {**result.summary, "motion": motion.summary}
+    summary["seconds"] = {**summary["seconds"], "motion": round(time.monotonic() - t, 3)}
+    save_json(result.path / "summary.json", summary)
+    return BuildResult(result.path, load_manifest(result.path), summary)
 
 
 def _build(
@@ -945,7 +982,7 @@ def _build(
     info: VideoInfo,
     work: Path,
     steps: _Steps,
-    report: _Progress,
+    report: BuildProgress,
     seconds: dict[str, float],
     started: float,
     license: str,

@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,7 +26,10 @@ from livedh.avatar.landmarks import NUM_LANDMARKS
 from livedh.errors import InvalidInputError, NotFoundError
 from livedh.files import atomic_file
 
-FORMAT_VERSION = 1
+#: version written; 2 added the optional ``motion`` entry (docs/avatars.md)
+FORMAT_VERSION = 2
+#: versions read: an avatar built before the motion graph keeps loading (plain loop, no motion)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "avatar.json"
 KINDS = ("photo", "video")
 MODELS = ("photo", "wav2lip", "ultralight")
@@ -63,10 +66,15 @@ class AvatarManifest:
     #: what built it, "<builder>/<version>": a newer builder rebuilds what it owns
     builder: str = ""
     format_version: int = FORMAT_VERSION
+    #: the motion graph's entry (format 2): ``{"version": int, "actions": {name: [start, end]},
+    #: "source_frames": int}``; None: no motion graph, the renderer loops the footage
+    motion: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["mouth_box"] = list(self.mouth_box)
+        if self.motion is None:
+            del data["motion"]  # absent and null mean the same; v1 readers never see the key
         return data
 
     @classmethod
@@ -79,9 +87,9 @@ class AvatarManifest:
         if not isinstance(data, dict):
             raise bad("expected a JSON object")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise bad(
-                f"unsupported format_version {version!r} (this livedh reads {FORMAT_VERSION})"
+                f"unsupported format_version {version!r} (this livedh reads {READABLE_VERSIONS})"
             )
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -116,7 +124,36 @@ class AvatarManifest:
             raise bad(
                 f"mouth_box {box} is empty or outside the {data['width']}x{data['height']} frame"
             )
+        motion = data.get("motion")
+        if motion is not None:
+            if version < 2:
+                raise bad("motion needs format_version 2")
+            _check_motion(motion, data.get("frame_count", 1), bad)
         return cls(**{**data, "mouth_box": (x0, y0, x1, y1)})
+
+
+def _check_motion(entry: object, frame_count: int, bad: Callable[[str], InvalidInputError]) -> None:
+    """The manifest's ``motion`` object: a version, the named action clips inside the footage and,
+    optionally, how many frames come from the avatar's own video (the rest are action videos)."""
+    from livedh.avatar.motion import parse_actions  # the motion module pulls in scipy
+
+    if not isinstance(entry, dict):
+        raise bad("motion must be an object or null")
+    unknown = set(entry) - {"version", "actions", "source_frames"}
+    if unknown:
+        raise bad(f"motion: unknown keys {sorted(unknown)}")
+    if "version" not in entry:
+        raise bad("motion.version is missing")
+    for key in ("version", "source_frames"):
+        value = entry.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise bad(f"motion.{key} must be a positive integer, got {value!r}")
+    if entry.get("source_frames", 1) > frame_count:
+        raise bad(f"motion.source_frames is more than the {frame_count} frames")
+    try:
+        parse_actions(entry.get("actions", {}), frame_count, where="motion")
+    except InvalidInputError as e:
+        raise bad(e.message) from None
 
 
 def check_name(name: str) -> str:

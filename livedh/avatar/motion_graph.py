@@ -13,6 +13,7 @@ Everything is vectorised numpy: a 60 s, 25 fps clip builds in well under a secon
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,23 +342,124 @@ def build_motion_graph(
     src = np.concatenate([nat, *srcs]).astype(np.int64)
     dst = np.concatenate([nat + 1, *dsts]).astype(np.int64)
     kind = np.concatenate([np.full(nat.size, NATURAL), np.full(src.size - nat.size, TRANSITION)])
+    energy = motion_energy(kp, vis, cuts=cuts, smooth=config.energy_smooth)
+    return _pruned(
+        t_n, (src, dst, kind), gesture=label_spans(energy, config), energy=energy.astype(np.float32),
+        cuts=np.unique(np.asarray(cuts, dtype=np.int64).reshape(-1)),
+    )  # fmt: skip
+
+
+def _pruned(
+    t_n: int,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    gesture: np.ndarray,
+    energy: np.ndarray,
+    cuts: np.ndarray,
+) -> MotionGraph:
+    """The graph of ``edges`` (sources, targets, kinds) cut down to its largest strongly connected
+    component; a duplicate edge keeps its natural kind."""
+    src, dst, kind = (np.asarray(a, dtype=np.int64) for a in edges)
     keep = _largest_scc(t_n, src, dst)
     inside = keep[src] & keep[dst]
     src, dst, kind = src[inside], dst[inside], kind[inside]
-    order = np.lexsort((dst, src))
+    order = np.lexsort((kind, dst, src))
+    src, dst, kind = src[order], dst[order], kind[order]
+    first = np.ones(src.size, dtype=bool)
+    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])  # natural (0) sorts first
+    src, dst, kind = src[first], dst[first], kind[first]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=t_n))]).astype(np.int64)
-    energy = motion_energy(kp, vis, cuts=cuts, smooth=config.energy_smooth)
     return MotionGraph(
         n_frames=t_n,
         nodes=np.nonzero(keep)[0].astype(np.int64),
         indptr=indptr,
-        indices=dst[order],
-        kinds=kind[order].astype(np.uint8),
-        gesture=label_spans(energy, config),
-        energy=energy.astype(np.float32),
+        indices=dst,
+        kinds=kind.astype(np.uint8),
+        gesture=gesture,
+        energy=energy,
         dropped=np.nonzero(~keep)[0].astype(np.int64),
-        cuts=np.unique(np.asarray(cuts, dtype=np.int64).reshape(-1)),
+        cuts=cuts,
     )
+
+
+# --- action clips -----------------------------------------------------------------------------------
+
+
+def join_spans(
+    graph: MotionGraph,
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    spans: Sequence[tuple[int, int]],
+    *,
+    k: int = 8,
+    face_boxes: np.ndarray | None = None,
+    min_common: int = 5,
+) -> MotionGraph:
+    """Joins each span ``[start, end)`` of frames (an action clip, played forward in one go) to the
+    graph at its ends: transition edges into ``start`` from the ``k`` frames of the rest of the graph
+    whose pose is closest to it, and out of ``end - 1`` to the ``k`` frames closest to that one. The
+    span's frames are chained (a cut inside a span becomes a transition, so it is blended). Pose
+    distance is the mean keypoint distance over keypoints visible in both frames (at least
+    ``min_common``); the face box centre breaks ties and stands in when poses are missing. Raises
+    InvalidInputError when a span cannot be joined (no frame of the graph lies outside the spans)."""
+    t_n = graph.n_frames
+    kp = np.asarray(keypoints, dtype=np.float32)
+    vis = np.asarray(visible, dtype=bool) & np.isfinite(kp).all(axis=2)
+    if kp.shape[:2] != vis.shape or kp.shape[0] != t_n:
+        raise InvalidInputError(f"join_spans: keypoints/visible must cover the graph's {t_n} frames")
+    centre = None if face_boxes is None else _face_ok(np.asarray(face_boxes))[0]
+    in_span = np.zeros(t_n, dtype=bool)
+    for start, end in spans:
+        if not 0 <= start < end <= t_n:
+            raise InvalidInputError(f"join_spans: span [{start}, {end}) outside 0..{t_n}")
+        in_span[start:end] = True
+    in_graph = np.zeros(t_n, dtype=bool)
+    in_graph[graph.nodes] = True
+    candidates = np.nonzero(in_graph & ~in_span)[0]
+    old_src = np.repeat(np.arange(t_n, dtype=np.int64), np.diff(graph.indptr))
+    srcs, dsts, kinds = [old_src], [graph.indices], [graph.kinds.astype(np.int64)]
+    shot = shot_ids(t_n, graph.cuts)
+    for start, end in spans:
+        if candidates.size == 0 or k < 1:
+            raise InvalidInputError(
+                f"frames {start}-{end} cannot be joined to the motion graph: the rest of the footage "
+                "has no loop to come from or go back to"
+            )
+        chain = np.arange(start, end - 1, dtype=np.int64)
+        into = _closest(kp, vis, centre, start, candidates, k, min_common)
+        out = _closest(kp, vis, centre, end - 1, candidates, k, min_common)
+        srcs += [chain, into, np.full(out.size, end - 1)]
+        dsts += [chain + 1, np.full(into.size, start), out]
+        kinds += [np.where(shot[chain] == shot[chain + 1], NATURAL, TRANSITION),
+                  np.full(into.size + out.size, TRANSITION)]  # fmt: skip
+    joined = _pruned(
+        t_n, (np.concatenate(srcs), np.concatenate(dsts), np.concatenate(kinds)),
+        gesture=graph.gesture, energy=graph.energy, cuts=graph.cuts,
+    )  # fmt: skip
+    kept = np.zeros(t_n, dtype=bool)
+    kept[joined.nodes] = True
+    if not kept[in_span].all():  # only when the graph's own component was tiny
+        raise InvalidInputError("an action clip could not be joined to the motion graph's main loop")
+    return joined
+
+
+def _closest(
+    kp: np.ndarray,
+    vis: np.ndarray,
+    centre: np.ndarray | None,
+    ref: int,
+    cands: np.ndarray,
+    k: int,
+    min_common: int,
+) -> np.ndarray:
+    """The ``k`` candidates whose pose is closest to frame ``ref``'s (see :func:`join_spans`)."""
+    common = vis[cands] & vis[ref][None, :]
+    n_common = common.sum(axis=1)
+    dist = np.sqrt(_sqdist(kp[cands], kp[ref][None]))
+    pose = np.where(n_common >= min_common, (dist * common).sum(axis=1) / np.maximum(n_common, 1), np.inf)
+    face = np.zeros(cands.size) if centre is None else np.sqrt(_sqdist(centre[cands], centre[ref][None]))
+    order = np.lexsort((cands, face, pose))
+    return cands[order[:k]].astype(np.int64)
 
 
 # --- cuts and motion energy -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -52,6 +52,9 @@ from livedh.avatar.format import (
     write_manifest,
 )
 from livedh.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from livedh.avatar.motion import MotionLibrary
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +99,12 @@ class VideoAvatar:
         *,
         has_masks: bool,
         preload: bool = True,
+        motion: MotionLibrary | None = None,
     ) -> None:
         self.path = Path(path)
         self.manifest = manifest
+        #: the motion graph, source speech and action clips; None: the footage is looped
+        self.motion = motion
         self.landmarks = landmarks
         self.boxes = boxes
         self.has_masks = has_masks
@@ -152,6 +158,7 @@ class VideoAvatar:
             boxes,
             has_masks=has_masks,
             preload=preload,
+            motion=_load_motion(path, manifest),
         )
 
     @property
@@ -209,6 +216,23 @@ class VideoAvatar:
         image = np.ascontiguousarray(image)
         image.flags.writeable = False  # shared by every session: a write would be a bug
         return image
+
+
+def _load_motion(path: Path, manifest: AvatarManifest) -> MotionLibrary | None:
+    """The avatar's motion library, or None when it has none (format 1, or built without one) or
+    when its files come from another version of the builder (`livedh avatar graph` rebuilds them)."""
+    from livedh.avatar.motion import MOTION_VERSION, MotionLibrary  # scipy: only when needed
+
+    entry = manifest.motion
+    if entry is None:
+        return None
+    if entry.get("version") != MOTION_VERSION:
+        log.warning(
+            "avatar %s: motion graph version %s is not %d, so the footage is looped; rebuild it with "
+            "`livedh avatar graph %s`", manifest.name, entry.get("version"), MOTION_VERSION, manifest.name,
+        )  # fmt: skip
+        return None
+    return MotionLibrary.load(path, entry, manifest.frame_count)
 
 
 def _check_boxes(boxes: np.ndarray, width: int, height: int, where: Path) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from livedh.avatar.motion import FootagePick, MotionLibrary
+
 
 @dataclass(frozen=True)
 class LipSyncRequest:
@@ -24,11 +26,14 @@ class LipSyncRequest:
         samples that end ``model.audio_lookahead`` samples after this frame's end. Silence is
         zeros, so an idle frame is a request whose audio is all zeros.
     seed: per-session seed, so two sessions of one avatar do not blink in lockstep.
+    footage: the footage frame (or transition blend) a session's motion planner chose for this
+        frame; None: the model picks the footage from ``frame_index`` (its plain loop).
     """
 
     frame_index: int
     audio: np.ndarray
     seed: int = 0
+    footage: FootagePick | None = None
 
 
 class LipSyncModel(ABC):
@@ -44,6 +49,9 @@ class LipSyncModel(ABC):
     height: int = 512
     #: where the mouth is in output frames [x0, y0, x1, y1], for probes and tests
     mouth_box: tuple[int, int, int, int] | None = None
+    #: the avatar's motion graph and actions, for per-session motion planners; None: no body motion
+    #: beyond the model's own loop
+    motion: MotionLibrary | None = None
 
     @abstractmethod
     def infer(self, batch: Sequence[LipSyncRequest]) -> list[np.ndarray]:

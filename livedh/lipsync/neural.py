@@ -1,10 +1,12 @@
 """Neural lip-sync (Wav2Lip, Ultralight ...): a video avatar's footage with a generated mouth.
 
-For each request: the footage frame for its index (a ping-pong loop: forward, then backward, so
-there is no jump at the loop point), the face crop at the avatar's smoothed box, resized to the
+For each request: the footage its motion planner picked (``request.footage``: a frame, or a
+transition's optical-flow blend with an interpolated face box, avatar/footage.py), else the
+footage frame for its index (a ping-pong loop: forward, then backward, so there is no jump at the
+loop point); the face crop at that frame's smoothed box, resized to the
 generator's size; the reference face is the same crop (as public Wav2Lip real-time inference
 does). The generator runs once for the whole batch, which is what makes batching across sessions
-pay, and its crops are pasted back with a feathered, colour-matched blend (blend.py).
+pay, and its crops are pasted back with a feathered, colour-matched blend (avatar/compositor.py).
 
 Silence costs nothing: a frame whose audio window is silent skips the network and shows the
 footage as it is. So that starting and stopping to speak does not pop (the network's face is
@@ -21,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from livedh.avatar.compositor import BlendParams, Compositor
+from livedh.avatar.footage import BaseFrame, FootageFrames
+from livedh.avatar.motion import MotionLibrary
 from livedh.avatar.video import VideoAvatar
 from livedh.errors import InvalidInputError, LiveDHError
 from livedh.lipsync.audio_features import MouthDriveParams, block_rms_db, level_to_opening
 from livedh.lipsync.base import LipSyncModel, LipSyncRequest
-from livedh.lipsync.blend import BlendParams, Compositor
 from livedh.lipsync.generator import FaceGenerator
 
 
@@ -91,6 +95,9 @@ class NeuralLipSync(LipSyncModel):
         self.fps, self.width, self.height = m.fps, m.width, m.height
         self.mouth_box = m.mouth_box
         self.compositor = Compositor(generator.size, generator.mouth_band, self.params.blend)
+        # only the lip-sync worker thread calls infer, so one flow object serves every session
+        self.footage = FootageFrames(avatar)
+        self.motion: MotionLibrary | None = getattr(avatar, "motion", None)
         self._closed = False
 
     @classmethod
@@ -110,16 +117,23 @@ class NeuralLipSync(LipSyncModel):
     def speech_weight(self, audio: np.ndarray) -> float:
         return speech_weight(audio, self.sample_rate, self.params)
 
+    def base(self, request: LipSyncRequest) -> BaseFrame:
+        """The request's footage: the planner's pick, else the plain loop's frame."""
+        if request.footage is not None:
+            return self.footage.base(request.footage)
+        k = self.footage_index(request.frame_index)
+        return BaseFrame(self.avatar.frame(k).copy(), self.avatar.crop_box(k), self.avatar.mask(k))
+
     def infer(self, batch: Sequence[LipSyncRequest]) -> list[np.ndarray]:
         audio = [self._check_audio(r.audio) for r in batch]
-        indices = [self.footage_index(r.frame_index) for r in batch]
         weights = [self.speech_weight(a) for a in audio]
-        frames = [self.avatar.frame(k).copy() for k in indices]
+        bases = [self.base(r) for r in batch]
+        frames = [b.image for b in bases]
         active = [j for j, w in enumerate(weights) if w >= self.params.min_weight]
         if not active:
             return frames
 
-        boxes = [self.avatar.crop_box(indices[j]) for j in active]
+        boxes = [bases[j].box for j in active]
         crops = np.stack([self.compositor.cut(frames[j], box) for j, box in zip(active, boxes, strict=True)])
         windows = np.stack([audio[j] for j in active])
         # the reference is the frame's own face, as in Wav2Lip's real-time inference
@@ -141,7 +155,7 @@ class NeuralLipSync(LipSyncModel):
                 box,
                 generated[n],
                 crops[n],
-                region_mask=self.avatar.mask(indices[j]),
+                region_mask=bases[j].mask,
                 weight=weights[j],
             )
         return frames

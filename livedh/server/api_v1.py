@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from livedh import __version__
+from livedh.avatar.actions import MAX_ACTION_CHARS
 from livedh.server.http import (
     MAX_SDP_CHARS,
     ok,
@@ -83,6 +84,7 @@ async def avatar(request: web.Request) -> web.Response:
             "height": model.height,
             "fps": services.config.session.fps,
             "mouth_box": list(model.mouth_box) if model.mouth_box else None,
+            "actions": model.motion.action_names if model.motion is not None else [],
         }
     )
 
@@ -159,6 +161,16 @@ async def say_audio(request: web.Request) -> web.Response:
     _, data = await read_upload(request)
     samples = await decode_upload(request, data)
     session.play_audio(samples)
+    return ok()
+
+
+@routes.post(PREFIX + "/sessions/{sessionid}/action")
+async def action(request: web.Request) -> web.Response:
+    """Play one of the avatar's actions (gesture clips) now."""
+    session = request.app[SERVICES].sessions.get(request.match_info["sessionid"])
+    body = await read_json(request)
+    reject_unknown(body, ("name",))
+    session.play_action(require_str(body, "name", MAX_ACTION_CHARS))
     return ok()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from livedh.avatar.actions import audiotype_action
 from livedh.errors import InvalidInputError, PayloadTooLargeError
 from livedh.media.pcm import decode_audio_bytes
 from livedh.server.http import (
@@ -121,8 +122,26 @@ async def is_speaking(request: web.Request) -> web.Response:
 
 
 @routes.post("/set_audiotype")
+async def set_audiotype(request: web.Request) -> web.Response:
+    """LiveTalking's custom states onto actions: 0 and 1 go back to the plain motion, 2, 3, ...
+    play the avatar's actions in manifest order (``reinit`` is accepted: an action always
+    plays from its start)."""
+    body = await read_json(request)
+    session = request.app[SERVICES].sessions.get(body.get("sessionid"))
+    audiotype = body.get("audiotype")
+    if isinstance(audiotype, str) and audiotype.isdigit() and len(audiotype) < 6:
+        audiotype = int(audiotype)  # some LiveTalking pages send the number as a string
+    if not isinstance(audiotype, int) or isinstance(audiotype, bool):
+        raise InvalidInputError("'audiotype' is required and must be an integer")
+    require_bool(body, "reinit", True)
+    name = audiotype_action(audiotype, session.actions)
+    if name is None:
+        session.stop_action()
+    else:
+        session.play_action(name)
+    return ok()
+
+
 @routes.post("/record")
 async def not_supported(request: web.Request) -> web.Response:
-    return error_response(
-        501, "not_implemented", f"{request.path} (custom actions / recording) is not supported yet"
-    )
+    return error_response(501, "not_implemented", f"{request.path} (recording) is not supported yet")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from livedh import __version__
+from livedh.avatar.actions import MAX_ACTION_CHARS
 from livedh.config import AppConfig
 from livedh.server.http import MAX_SDP_CHARS
 from livedh.session.manager import MAX_SESSION_ID
@@ -89,8 +90,10 @@ def _schemas(config: AppConfig) -> dict[str, Any]:
             "frames_sent": {"type": "integer", "minimum": 0},
             "video_late_p99_ms": {"type": "number"}, "uptime": {"type": "number"},
             "errors": {"type": "array", "items": {"type": "object"}},
+            "actions": {"type": "array", "items": {"type": "string"},
+                        "description": "the avatar's actions (POST .../action), manifest order"},
         }, ("sessionid", "connection", "state", "speaking", "queued", "tts_engine", "tts_voice",
-            "frames_sent", "video_late_p99_ms", "uptime", "errors")),
+            "frames_sent", "video_late_p99_ms", "uptime", "errors", "actions")),
         "Job": _obj({
             "id": {"type": "string"}, "name": {"type": "string"},
             "state": {"enum": ["queued", "running", "done", "failed", "cancelled"]},
@@ -145,6 +148,13 @@ def _session_paths() -> dict[str, Any]:
             "post": _op("Speak an uploaded recording (wav, mp3, ogg, flac); other form fields are "
                         "ignored", _OK, _SESSION_ROUTE, _BODY, body=audio, kind=_FORM),
         },
+        prefix + "/action": {
+            "parameters": sid_param,
+            "post": _op("Play one of the avatar's actions now (a 400 lists them; docs/avatars.md)",
+                        _OK, _SESSION_ROUTE, _BODY,
+                        body=_obj({"name": {"type": "string", "minLength": 1,
+                                            "maxLength": MAX_ACTION_CHARS}}, ("name",))),
+        },
         prefix + "/interrupt": {
             "parameters": sid_param,
             "post": _op("Stop the current speech everywhere in the pipeline", _OK, _SESSION_ROUTE),
@@ -188,6 +198,9 @@ def _livetalking_paths() -> dict[str, Any]:
     upload = _obj({"sessionid": sid, "file": {"type": "string", "format": "binary"}},
                   ("sessionid", "file"), extra=True)
     speaking = _obj({"code": {"const": 0}, "data": {"type": "boolean"}}, ("code", "data"))
+    audiotype = _obj({"sessionid": sid, "audiotype": {"type": "integer", "minimum": 0},
+                      "reinit": {"type": "boolean", "default": True}},
+                     ("sessionid", "audiotype"), extra=True)
     return {
         "/offer": {"post": _op("LiveTalking: open a session", {"$ref": "#/components/schemas/Answer"},
                                _BODY, _OFFER_ROUTE, body=_offer_body(strict=False))},
@@ -199,8 +212,9 @@ def _livetalking_paths() -> dict[str, Any]:
                                         body=by_id)},
         "/is_speaking": {"post": _op("LiveTalking: is the avatar speaking", speaking,
                                      _SESSION_ROUTE, _BODY, body=by_id)},
-        "/set_audiotype": {"post": _op("LiveTalking: custom actions (not supported; admin)", None,
-                                       _ADMIN, "501")},
+        "/set_audiotype": {"post": _op("LiveTalking: custom states as actions: audiotype 0 or 1 = "
+                                       "plain motion, 2, 3, ... = the avatar's actions in order",
+                                       _OK, _SESSION_ROUTE, _BODY, body=audiotype)},
         "/record": {"post": _op("LiveTalking: recording (not supported; admin)", None, _ADMIN, "501")},
     }
 
@@ -214,8 +228,9 @@ def _public_paths() -> dict[str, Any]:
     avatar = _obj({"name": {"type": "string"}, "model": {"type": "string"},
                    "width": {"type": "integer"}, "height": {"type": "integer"},
                    "fps": {"type": "integer"},
-                   "mouth_box": {"type": ["array", "null"], "items": {"type": "integer"}}},
-                  ("name", "model", "width", "height", "fps", "mouth_box"))
+                   "mouth_box": {"type": ["array", "null"], "items": {"type": "integer"}},
+                   "actions": {"type": "array", "items": {"type": "string"}}},
+                  ("name", "model", "width", "height", "fps", "mouth_box", "actions"))
     engine = _obj({"name": {"type": "string"}, "usable": {"type": "boolean"}}, ("name", "usable"),
                   extra=True)
     return {

@@ -93,6 +93,7 @@ ROUTE_POLICIES: dict[tuple[str, str], RoutePolicy] = {
     ("POST", _SID + "/say"): _SESSION_JSON,
     ("POST", _SID + "/audio"): _SESSION,
     ("POST", _SID + "/interrupt"): _SESSION,
+    ("POST", _SID + "/action"): _SESSION_JSON,
     ("GET", "/api/v1/sessions"): _ADMIN,
     ("POST", "/api/v1/tokens"): RoutePolicy(Policy.ADMIN, json_body=True),
     ("GET", "/api/v1/avatars"): _ADMIN,
@@ -100,7 +101,7 @@ ROUTE_POLICIES: dict[tuple[str, str], RoutePolicy] = {
     ("GET", "/api/v1/avatars/jobs/{job_id}"): _ADMIN,
     ("DELETE", "/api/v1/avatars/jobs/{job_id}"): _ADMIN,
     ("GET", "/metrics"): _ADMIN,
-    ("POST", "/set_audiotype"): _ADMIN,
+    ("POST", "/set_audiotype"): _SESSION_JSON,
     ("POST", "/record"): _ADMIN,
 }
 

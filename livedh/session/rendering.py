@@ -3,6 +3,9 @@
 Frame i is rendered while frame i - ``render_ahead`` plays (a small buffer against render
 jitter) and handed to the channel with the audio played during it, both on the session's clock.
 When rendering falls behind, the last picture is repeated so the voice stays on time.
+A video avatar with a motion graph also gets a body (``BodyMotion``): the footage frame of each
+output frame is chosen by its motion planner from the speech playing and buffered, and carried
+by the lip-sync request.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from collections.abc import Callable
 import numpy as np
 
 from livedh.asr.turns import rms_level
+from livedh.avatar.motion import FootagePick
 from livedh.config import SessionConfig
+from livedh.errors import InvalidInputError
 from livedh.lipsync.base import LipSyncRequest
 from livedh.lipsync.engine import LipSyncEngine
 from livedh.logs import log_event
 from livedh.media.channel import AVChannel, AVFrame
 from livedh.media.clock import MediaClock
 from livedh.media.pcm import int16_to_float
+from livedh.session.motion import BodyMotion
 from livedh.session.playout import PlayoutBuffer
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,28 @@ class Renderer:
         self.speaking = False
         #: loudness of the audio the avatar is playing, for the echo gate of the hearing
         self.far_level = 0.0
+        library = lipsync.model.motion
+        #: the avatar's body: None for avatars without a motion graph (the model's own loop)
+        self.body = (
+            BodyMotion(sessionid, library, channel.samples_per_frame, seed=seed)
+            if library is not None else None
+        )
+
+    @property
+    def actions(self) -> list[str]:
+        """The avatar's actions, in manifest order (empty without a motion graph)."""
+        return self.body.actions if self.body is not None else []
+
+    def play_action(self, name: str) -> None:
+        """Start action ``name`` now; InvalidInputError for an unknown name (listing them)."""
+        if self.body is None:
+            raise InvalidInputError("this avatar has no actions")
+        self.body.play(name)
+
+    def interrupt(self) -> None:
+        """Barge-in (after the playout was cleared): the body replans on the next frame."""
+        if self.body is not None:
+            self.body.interrupt()
 
     def detach(self) -> None:
         """Drop the callbacks into the session once it is closed: they hold the session, and a
@@ -75,6 +103,8 @@ class Renderer:
         while not self._channel.closed:
             await self._clock.wait_until((index - self._ahead) / self._fps)
             block, had_speech = self._playout.take(self._channel.samples_per_frame)
+            # Every frame, shown or skipped: the body's motion goes on at the stream's pace.
+            pick = self._next_pick(block)
             behind = self._clock.elapsed() - index / self._fps
             if last_video is not None and behind > 0:
                 # The renderer cannot keep up (a model too heavy for this machine, or overload):
@@ -82,7 +112,7 @@ class Renderer:
                 video = last_video
                 self._skipped(behind)
             else:
-                rendered = await self._render(index, last_video)
+                rendered = await self._render(index, last_video, pick)
                 if rendered is None:
                     return  # server shutting down
                 video = last_video = rendered
@@ -94,16 +124,29 @@ class Renderer:
             self.frames_sent = index
             index += 1
 
+    def _next_pick(self, block: np.ndarray) -> FootagePick | None:
+        if self.body is None:
+            return None
+        try:
+            return self.body.next(block, self._playout)
+        except Exception as exc:
+            # A planner bug must not end the stream, nor flood the log 25 times a second: the
+            # rest of the session gets the model's own loop.
+            self.body = None
+            self._on_error(exc, "motion")
+            return None
+
     def _skipped(self, behind: float) -> None:
         self.frames_skipped += 1
         if self.frames_skipped % 250 == 1:
             log_event(logger, "render_behind", self._id, level=logging.WARNING,
                       behind_ms=round(behind * 1000), skipped=self.frames_skipped)
 
-    async def _render(self, index: int, last_video: np.ndarray | None) -> np.ndarray | None:
+    async def _render(self, index: int, last_video: np.ndarray | None,
+                      pick: FootagePick | None) -> np.ndarray | None:
         model = self._lipsync.model
         window = self._playout.window(model.audio_window, model.audio_lookahead)
-        request = LipSyncRequest(index, int16_to_float(window), self._seed)
+        request = LipSyncRequest(index, int16_to_float(window), self._seed, footage=pick)
         try:
             return await self._lipsync.render(request)
         except asyncio.CancelledError:

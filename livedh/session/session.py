@@ -52,6 +52,7 @@ from livedh.media.pcm import (
 )
 from livedh.metrics import Metrics
 from livedh.session.hearing import Hearing
+from livedh.session.motion import push_held, take_action_tags
 from livedh.session.playout import PlayoutBuffer
 from livedh.session.rendering import Renderer
 from livedh.session.state import HeldTurn, SessionState, Transport, Utterance
@@ -142,11 +143,36 @@ class Session:
     def say(self, text: str, *, interrupt: bool = False) -> None:
         """Speak ``text`` (echo mode)."""
         text = self._check_text(text)
+        utterance = self._utterance(text)
         if interrupt:
             self.interrupt()
         self._drop_held("request")
-        self._check_queued_chars(len(text))
-        self._enqueue(Utterance(text=text, engine=self.tts, voice=self.voice))
+        if utterance is None:
+            return  # only tags that name no action
+        self._check_queued_chars(len(utterance.text or ""))
+        self._enqueue(utterance)
+
+    @property
+    def actions(self) -> list[str]:
+        """The avatar's actions (empty when it has no motion graph)."""
+        return self._renderer.actions
+
+    def play_action(self, name: str) -> None:
+        """Play action ``name`` now (InvalidInputError for a name the avatar has not)."""
+        self._renderer.play_action(name)
+
+    def stop_action(self) -> None:
+        """Back to the plain motion (LiveTalking's audiotype 0/1): the body replans."""
+        self._renderer.interrupt()
+
+    def _utterance(self, text: str, spoken_log: list[str] | None = None) -> Utterance | None:
+        """Text to speak, its action tags taken out (they play as it starts; see BodyMotion);
+        None when nothing is left to do."""
+        spoken, actions = take_action_tags(self.id, text, self.actions)
+        if spoken is None and not actions:
+            return None
+        return Utterance(text=spoken, engine=self.tts, voice=self.voice, actions=actions,
+                         spoken_log=spoken_log)
 
     def play_audio(self, samples: np.ndarray, *, interrupt: bool = False) -> None:
         """Speak an uploaded recording (int16 mono at 16 kHz)."""
@@ -196,16 +222,22 @@ class Session:
         else:
             self.emit(event)
 
-    def _play(self, samples: np.ndarray) -> None:
-        """Speech for the playout buffer (or for a held turn's, until it is scheduled)."""
+    def _play(self, samples: np.ndarray, cue: tuple[str, ...] = ()) -> None:
+        """Speech for the playout buffer (or for a held turn's, until it is scheduled); the
+        actions ``cue`` names start with its first sample (or where the queue ends, when it
+        has none)."""
         held = self._held
         if held is not None:
             held.samples += len(samples)
             if not held.scheduled:
+                if cue:
+                    held.cues.append((len(held.audio), cue))
                 held.audio.append(samples)
                 self._schedule_held()
                 return
-        self.playout.push(samples)
+        start = self.playout.push(samples)
+        if cue:
+            self.playout.cue(cue, at=start)
 
     def _schedule_held(self) -> None:
         """Put the held answer's audio in the playout buffer, timed to start at the moment
@@ -225,9 +257,9 @@ class Session:
         if now - held.guessed_at > _SCHEDULE_MARGIN or held.ends_at - now > lead:
             return
         at = round((held.ends_at - self.clock.start()) * SESSION_SAMPLE_RATE)
-        for samples in held.audio:
-            self.playout.push(samples, at=at)
+        push_held(self.playout, held.audio, held.cues, at)
         held.audio.clear()
+        held.cues.clear()
         held.scheduled = True
 
     def _stop_answer(self) -> int:
@@ -256,8 +288,7 @@ class Session:
             update()
         for event in held.events:
             self.emit(event)
-        for samples in held.audio:
-            self.playout.push(samples)
+        push_held(self.playout, held.audio, held.cues)
 
     def _drop_held(self, reason: str) -> None:
         """The person went on talking (or a newer request came): forget the held answer and
@@ -270,6 +301,7 @@ class Session:
             # Nothing else plays while a turn is held (see _hear): all of it is this answer's.
             self.playout.clear()
             self.channel.silence_pending_audio()
+            self._renderer.interrupt()
         self._set_state("listening")
 
     def _forget_held(self, reason: str) -> HeldTurn | None:
@@ -293,6 +325,7 @@ class Session:
         pending_samples = len(self.playout)
         self.playout.clear()
         silenced = self.channel.silence_pending_audio()
+        self._renderer.interrupt()
         log_event(
             logger, "interrupt", self.id, dropped_utterances=dropped,
             dropped_samples=pending_samples, silenced_blocks=silenced,
@@ -326,6 +359,7 @@ class Session:
             video_late_p99_ms=round(self.channel.lateness_p99_ms(), 1),
             uptime=round(time.monotonic() - self._created, 3),
             errors=list(self.errors),
+            actions=self.actions,
         )
 
     def record_error(self, error: BaseException, where: str) -> None:
@@ -434,6 +468,9 @@ class Session:
             self._set_state("listening")
 
     async def _speak(self, utterance: Utterance) -> None:
+        if utterance.text is None and utterance.pcm is None:
+            self._play(np.zeros(0, np.int16), utterance.actions)  # only tags: where speech ends
+            return
         if utterance.spoken_log is not None and utterance.text is not None:
             utterance.spoken_log.append(utterance.text)
         if utterance.text is not None:
@@ -446,7 +483,7 @@ class Session:
         if len(self.playout) == 0 and not self._renderer.speaking:
             self._pending_request_at = utterance.requested_at
         if utterance.pcm is not None:
-            self._play(utterance.pcm)
+            self._play(utterance.pcm, utterance.actions)
             return
         assert utterance.engine is not None and utterance.text is not None
         resampler = StreamResampler(SESSION_SAMPLE_RATE)
@@ -462,6 +499,7 @@ class Session:
         # Voices start with up to ~100 ms of silence; when nothing is playing, skipping it
         # brings the first word that much closer to the request.
         trimming = len(self.playout) == 0
+        cue = utterance.actions  # with the first audible sample
         try:
             async for chunk in stream:
                 if utterance.generation != self._generation:
@@ -470,9 +508,10 @@ class Session:
                 if trimming:
                     samples = trim_leading_silence(samples)
                     trimming = len(samples) == 0
-                self._play(samples)
+                self._play(samples, cue if len(samples) else ())
+                cue = () if len(samples) else cue
             if utterance.generation == self._generation:
-                self._play(resampler.flush())
+                self._play(resampler.flush(), cue)
         finally:
             self._current_chars = 0
             await stream.aclose()
@@ -486,6 +525,7 @@ class Session:
         self._set_state("thinking")
         answer: list[str] = []
         spoken: list[str] = []  # filled by the speaker as sentences start playing
+        voiced = False  # an answer of action tags alone never speaks
         try:
             deltas = self._metrics.timed_llm(self._llm.stream(history.messages_for(text)))
             # aclosing: a barge-in closes the HTTP stream now, not when garbage-collected.
@@ -493,9 +533,12 @@ class Session:
                 async for sentence in sentences:
                     if generation != self._generation:
                         break
+                    utterance = self._utterance(sentence, spoken)
+                    if utterance is None:
+                        continue
                     answer.append(sentence)
-                    self._enqueue(Utterance(text=sentence, engine=self.tts, voice=self.voice,
-                                            spoken_log=spoken))
+                    voiced = voiced or utterance.text is not None
+                    self._enqueue(utterance)
         except asyncio.CancelledError:
             # Interrupted: the history keeps what the person actually heard.
             record(lambda: history.add_partial(text, " ".join(spoken)))
@@ -506,8 +549,8 @@ class Session:
             logger.exception("chat failed")
             self._chat_failed(ProviderError("the chat model failed", retryable=False), generation)
         else:
-            if not answer and self._state == "thinking":
-                self._set_state("listening")  # nothing to say (blanks or markup only)
+            if not voiced and self._state == "thinking":
+                self._set_state("listening")  # nothing to say (blanks, markup or tags only)
         record(lambda: history.add_exchange(text, " ".join(answer)))
         log_event(logger, "chat_end", self.id, sentences=len(answer))
 

@@ -32,6 +32,9 @@ class Utterance:
     generation: int = 0
     #: for chat answers: the list of sentences of this answer that reached the speaker
     spoken_log: list[str] | None = None
+    #: actions (named by tags in the text) started when this utterance starts playing; an
+    #: utterance with neither text nor pcm only starts them
+    actions: tuple[str, ...] = ()
     requested_at: float = field(default_factory=time.monotonic)
 
 
@@ -47,6 +50,8 @@ class HeldTurn:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     #: the answer's audio not yet in the playout buffer
     audio: list[np.ndarray] = field(default_factory=list)
+    #: actions due when the chunk at this index of ``audio`` starts (see BodyMotion)
+    cues: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     #: the answer's audio so far, in samples
     samples: int = 0
     #: when the turn ends if the person stays silent (session clock; see _schedule_held) ...
@@ -85,3 +90,5 @@ class SessionState:
     video_late_p99_ms: float
     uptime: float
     errors: list[dict[str, object]] = field(default_factory=list)
+    #: the avatar's actions (POST .../action), in manifest order; empty without a motion graph
+    actions: list[str] = field(default_factory=list)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from livedh.avatar import landmarks as lm
+from livedh.avatar.compositor import Compositor
 from livedh.avatar.format import load_array, load_manifest
 from livedh.avatar.video import VideoAvatar
 from livedh.errors import InvalidInputError
-from livedh.lipsync.blend import Compositor
 from livedh.lipsync.generators import UltralightGenerator
 from livedh.lipsync.mel import frame_mel_windows
 from livedh.lipsync.nets.ultralight import SIZE

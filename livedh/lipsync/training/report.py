@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from livedh.avatar import landmarks as lm
+from livedh.avatar.compositor import Compositor
 from livedh.lipsync.audio_features import rms_envelope
-from livedh.lipsync.blend import Compositor
 from livedh.lipsync.generators import UltralightGenerator
 from livedh.lipsync.mel import frame_audio_windows
 from livedh.lipsync.nets.ultralight import Ultralight

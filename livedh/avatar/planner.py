@@ -1,0 +1,351 @@
+"""A per-session motion planner: which footage frame each output frame shows (TANGO-style).
+
+The planner walks the avatar's motion graph (motion_graph.py) one output frame at a time and
+keeps a short plan (``lookahead_frames``, about 1 s) of the frames it will show next. Footage
+only ever plays forward: a step is a natural edge ``i -> i+1`` or a transition edge ``i -> j``,
+and every transition is blended over ``blend_frames`` frames (:class:`FootagePick` carries both
+frames and the weight; footage.py does the optical-flow blend).
+
+Each planned frame has a *mode*: speaking (the loudness around it is high) or quiet (listening,
+pauses). At every frame where a jump is allowed (``min_gap`` frames after the last one), each
+successor is scored by how well the run of footage that follows it matches the modes of the
+upcoming frames (gesture or speaking footage for speech, idle footage for quiet: prefix sums
+along natural runs, so scoring is a few numpy operations), minus a penalty for footage shown
+recently (no visible period), a penalty for jumping, a growing penalty for playing on too long,
+plus seeded noise. When the loudness the planner is given changes the mode of an already planned
+frame (speech starts, a barge-in silences it), the plan is dropped from that frame and replanned
+at once. Everything is seeded; no wall clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
+from scipy.sparse.csgraph import breadth_first_order
+
+from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
+from livedh.avatar.motion_graph import NATURAL
+from livedh.errors import InvalidInputError
+
+QUIET, SPEAK, ACTION = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    #: frames planned ahead (25 = 1 s at 25 fps); also the horizon successors are scored over
+    lookahead_frames: int = 25
+    #: frames every transition is blended over
+    blend_frames: int = 6
+    #: fewest frames between two jumps (at least ``blend_frames``: a blend completes)
+    min_gap: int = 15
+    #: after this many frames without a jump, playing on is penalised fully (``run_penalty``)
+    max_run: int = 150
+    run_penalty: float = 1.0
+    jump_penalty: float = 0.5
+    #: penalty for footage shown recently, decaying with age over ``revisit_memory`` frames
+    revisit_penalty: float = 0.5
+    revisit_memory: int = 250
+    #: weight of the seeded uniform noise added to every score
+    noise: float = 0.2
+    #: a frame is speaking when its loudness reaches this (0..1, see :func:`speech_levels`), and
+    #: so is a silence shorter than ``pause_frames`` between two such frames (no pause)
+    speak_threshold: float = 0.5
+    pause_frames: int = 12
+
+    def __post_init__(self) -> None:
+        if self.lookahead_frames < 1 or not 1 <= self.blend_frames <= 16:
+            raise InvalidInputError("planner: lookahead_frames >= 1 and 1 <= blend_frames <= 16")
+        if self.min_gap < self.blend_frames or self.max_run <= self.min_gap:
+            raise InvalidInputError("planner: blend_frames <= min_gap < max_run")
+        if self.revisit_memory < 1 or self.pause_frames < 0 or not 0.0 < self.speak_threshold <= 1.0:
+            raise InvalidInputError(
+                "planner: revisit_memory >= 1, pause_frames >= 0, 0 < speak_threshold <= 1"
+            )
+
+
+@dataclass(frozen=True)
+class _State:
+    """Where the walk is after a frame: the node shown, frames since the last jump, and the blend in
+    progress (``blend_src``: the frame of the left footage shown under the fade; ``blend_t``:
+    blend frames shown, ``>= blend_frames`` when none)."""
+
+    node: int
+    since_jump: int
+    blend_src: int
+    blend_t: int
+
+
+@dataclass(frozen=True)
+class _Item:
+    pick: FootagePick
+    state: _State
+    mode: int
+    #: ``seen`` of the frame before this item was planned, restored when the item is dropped
+    prev_seen: float
+
+
+def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
+    """Per-frame loudness 0..1 of int16 or float ([-1, 1]) mono PCM: the RMS level of each
+    ``samples_per_frame`` block in dBFS, mapped linearly from -50 dB (0) to -30 dB (1). A last
+    partial block counts as a frame."""
+    if samples_per_frame < 1:
+        raise InvalidInputError("samples_per_frame must be >= 1")
+    a = np.asarray(samples)
+    x = a.astype(np.float32) / 32768.0 if a.dtype == np.int16 else a.astype(np.float32)
+    x = x.reshape(-1)
+    n = -(-x.size // samples_per_frame)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    padded = np.zeros(n * samples_per_frame, np.float32)
+    padded[: x.size] = np.nan_to_num(x)
+    blocks = padded.reshape(n, samples_per_frame)
+    counts = np.full(n, samples_per_frame, np.float32)
+    counts[-1] = x.size - (n - 1) * samples_per_frame
+    rms = np.sqrt((blocks * blocks).sum(axis=1) / counts)
+    db = 20.0 * np.log10(np.maximum(rms, 1e-6))
+    return np.clip((db + 50.0) / 20.0, 0.0, 1.0).astype(np.float32)
+
+
+class MotionPlanner:
+    """Chooses the footage frame of every output frame of one session (see the module docstring).
+
+    Not thread-safe: one session's render loop calls it, one frame at a time.
+    """
+
+    def __init__(self, library: MotionLibrary, config: PlannerConfig | None = None, *, seed: int = 0) -> None:
+        self.library = library
+        self.config = cfg = config or PlannerConfig()
+        self._rng = np.random.default_rng(seed)
+        g = library.graph
+        n = self._n = g.n_frames
+        self._indptr, self._indices = g.indptr, g.indices
+        src = np.repeat(np.arange(n), np.diff(g.indptr))
+        self._jump = g.kinds != NATURAL  # per edge
+        self._nat = np.zeros(n + 1, dtype=bool)  # frame f has its natural edge f -> f+1
+        self._nat[src[~self._jump]] = True
+        # frames up to the end of each natural run: first frame at or after f without a natural edge
+        ends = np.where(self._nat[:n], n, np.arange(n))
+        self._run_len = np.minimum.accumulate(ends[::-1])[::-1] - np.arange(n) + 1
+        # a jump must land on a run long enough for its blend to play out (unless nothing else goes)
+        self._edge_ok = ~self._jump | (self._run_len[g.indices] > cfg.blend_frames)
+        speech = np.asarray(library.speech, dtype=bool)
+        good = [~g.gesture & ~speech, g.gesture | speech]  # per mode: QUIET, SPEAK
+        self._cum = [np.concatenate([[0], np.cumsum(m)]).astype(np.float64) for m in good]
+        self._in_graph = np.zeros(n, dtype=bool)
+        self._in_graph[g.nodes] = True
+        self._adj: csr_matrix | None = None  # for breadth-first routes to actions, built on first use
+        self._seen = np.full(n, -np.inf)
+        self._emitted = 0
+        self._queue: deque[_Item] = deque()
+        self._past: deque[float] = deque([0.0] * cfg.pause_frames, maxlen=max(1, cfg.pause_frames))
+        self._pending: ActionClip | None = None
+        self._start = self._choose_start(good[QUIET])
+        self._state = _State(-1, cfg.min_gap, -1, cfg.blend_frames)
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def actions(self) -> list[str]:
+        return self.library.action_names
+
+    @property
+    def plan(self) -> list[FootagePick]:
+        """The frames planned after the one last returned (for tests and reports)."""
+        return [item.pick for item in self._queue]
+
+    @property
+    def plan_modes(self) -> list[int]:
+        """The mode each planned frame was planned for (QUIET, SPEAK or ACTION)."""
+        return [item.mode for item in self._queue]
+
+    def next(self, levels: np.ndarray) -> FootagePick:
+        """The footage for the next output frame. ``levels``: loudness 0..1 of this frame at [0] and
+        of the buffered frames after it (see :func:`speech_levels`); frames after those given are
+        taken to be as loud as the last few given."""
+        lv = np.nan_to_num(np.asarray(levels, dtype=np.float32).reshape(-1))
+        if lv.size == 0:
+            raise InvalidInputError("levels must hold at least this frame's loudness")
+        if self._start < 0:  # no graph at all: the plain forward-backward loop, as without one
+            k = self._emitted % max(1, 2 * (self._n - 1))
+            self._emitted += 1
+            return FootagePick(k if k < self._n else 2 * (self._n - 1) - k)
+        modes = self._modes(np.clip(lv, 0.0, 1.0))
+        self._reconcile(modes)
+        self._extend(modes)
+        item = self._queue.popleft()
+        self._state = item.state
+        self._emitted += 1
+        self._past.append(float(np.clip(lv[0], 0.0, 1.0)))
+        return item.pick
+
+    def request_action(self, name: str) -> None:
+        """Plays action ``name`` as soon as the walk can get to it: InvalidInputError if the avatar
+        has no such action (the message lists them) or its clip is not in the motion graph."""
+        clip = self.library.action(name)
+        if not self._in_graph[clip.start]:
+            raise InvalidInputError(f"action {name!r} cannot be played: its start is not in the motion graph")
+        self._drop(0)
+        self._pending = clip
+
+    def interrupt(self) -> None:
+        """Drops the plan and any pending action; the next :meth:`next` replans (a blend in progress
+        still completes, so the picture does not jump)."""
+        self._drop(0)
+        self._pending = None
+
+    # --- planning -----------------------------------------------------------------------------
+
+    def _choose_start(self, idle: np.ndarray) -> int:
+        nodes = self.library.graph.nodes
+        if nodes.size == 0:
+            return -1
+        calm = nodes[idle[nodes] & (self._run_len[nodes] > self.config.min_gap)]
+        pool = calm if calm.size else nodes
+        return int(pool[self._rng.integers(pool.size)])
+
+    def _modes(self, lv: np.ndarray) -> np.ndarray:
+        """Mode of the next ``2 * lookahead`` frames (position 0 = the frame about to be shown):
+        speaking where loud, and in silences shorter than ``pause_frames`` between loud frames
+        (a gap between words is no pause; a barge-in, with no loud frame after it, is quiet at
+        once). Frames past the levels given are loud when the last few given are: speech that is
+        still being synthesized goes on, a buffer that ends in silence stays silent."""
+        cfg, p = self.config, self.config.pause_frames
+        span = 2 * cfg.lookahead_frames
+        known = lv[:span]
+        window = np.full(p + span, known[-(p // 2 + 1) :].max(), np.float32)
+        window[:p] = np.fromiter(self._past, np.float32, count=p) if p else window[:0]
+        window[p : p + known.size] = known
+        loud = window >= cfg.speak_threshold
+        pos = np.arange(window.size)
+        before = np.maximum.accumulate(np.where(loud, pos, -(10**6)))
+        after = np.minimum.accumulate(np.where(loud, pos, 10**6)[::-1])[::-1]
+        return (loud | (after - before <= p))[p:].astype(np.int64)
+
+    def _reconcile(self, modes: np.ndarray) -> None:
+        for k, item in enumerate(self._queue):
+            if item.mode != ACTION and item.mode != modes[k]:
+                self._drop(k)
+                return
+
+    def _drop(self, k: int) -> None:
+        """Drops the planned frames from queue position ``k`` on, restoring what they marked seen."""
+        while len(self._queue) > k:
+            item = self._queue.pop()
+            self._seen[item.pick.index] = item.prev_seen
+
+    def _extend(self, modes: np.ndarray) -> None:
+        h = self.config.lookahead_frames
+        while len(self._queue) < h:
+            state = self._queue[-1].state if self._queue else self._state
+            if self._pending is not None:
+                self._route(state, self._pending)
+                self._pending = None
+                continue
+            p = len(self._queue)
+            node, jump = self._step(state, modes[p : p + h])
+            self._push(state, node, jump, int(modes[p]))
+
+    def _push(self, state: _State, node: int, jump: bool, mode: int) -> _State:
+        k = self.config.blend_frames
+        if jump and state.node >= 0:
+            since, src, t = 0, state.node, 0
+        else:
+            since, src, t = state.since_jump + 1, state.blend_src, state.blend_t
+        if t < k:  # the left footage plays on under the fade (held where its run ends)
+            src = src + 1 if self._nat[src] else src
+            pick = FootagePick(node, src, (t + 1) / (k + 1))
+            t += 1
+        else:
+            pick = FootagePick(node)
+        new = _State(node, since, src, t)
+        self._queue.append(_Item(pick, new, mode, float(self._seen[node])))
+        self._seen[node] = self._emitted + len(self._queue) - 1
+        return new
+
+    def _step(self, state: _State, horizon: np.ndarray) -> tuple[int, bool]:
+        """The successor of ``state.node`` to show next, and whether it is a jump."""
+        cur, cfg = state.node, self.config
+        if cur < 0:
+            return self._start, False
+        if self._nat[cur] and state.since_jump < cfg.min_gap:
+            return cur + 1, False
+        lo, hi = self._indptr[cur], self._indptr[cur + 1]
+        usable = self._edge_ok[lo:hi]
+        if not usable.any():  # only short runs to jump to: take one anyway
+            usable = np.ones(hi - lo, dtype=bool)
+        targets = self._indices[lo:hi][usable]
+        jumps = self._jump[lo:hi][usable]
+        scores = self._score(targets, horizon, state.node)
+        scores -= cfg.jump_penalty * jumps
+        tired = (state.since_jump - cfg.min_gap) / (cfg.max_run - cfg.min_gap)
+        scores -= (cfg.run_penalty * min(1.0, max(0.0, tired))) * ~jumps
+        best = int(np.argmax(scores))
+        return int(targets[best]), bool(jumps[best])
+
+    def _score(self, c: np.ndarray, horizon: np.ndarray, cur: int) -> np.ndarray:
+        """Match of the footage run following each candidate with the horizon's modes (0..1),
+        minus the revisit penalty, plus noise."""
+        cfg, n = self.config, self._n
+        h = horizon.size
+        run = self._run_len[c]
+        match = np.zeros(c.size)
+        edges = np.flatnonzero(np.diff(horizon)) + 1
+        for a, b in zip(np.concatenate([[0], edges]), np.concatenate([edges, [h]]), strict=True):
+            cum = self._cum[int(horizon[a])]
+            length = np.clip(np.minimum(b, run) - a, 0, None)
+            s = np.minimum(c + a, n)
+            match += cum[np.minimum(s + length, n)] - cum[s] + 0.5 * (b - a - length)  # beyond a run: unknown
+        now = self._emitted + len(self._queue)
+        probe = c[:, None] + np.minimum([0, h // 2, h - 1], run[:, None] - 1)
+        recent = np.exp((self._seen[probe] - now) / cfg.revisit_memory).mean(axis=1)
+        return match / h - cfg.revisit_penalty * recent + cfg.noise * self._rng.random(c.size)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _route(self, state: _State, clip: ActionClip) -> None:
+        """Plans the way to ``clip``'s first frame, then the clip itself, as ACTION frames."""
+        path = self._path_to(state.node, clip.start)
+        if path is None:
+            return
+        f = clip.start
+        while f + 1 < clip.end and self._nat[f]:
+            f += 1
+            path.append(f)
+        prev = state.node
+        for node in path:
+            state = self._push(state, node, not (prev >= 0 and node == prev + 1 and self._nat[prev]), ACTION)
+            prev = node
+
+    def _path_to(self, cur: int, start: int) -> list[int] | None:
+        """Frames after ``cur`` up to and including ``start``: on along the run, and one jump from a
+        node of it when one is soon enough; else the fewest edges (breadth-first search)."""
+        if cur < 0:
+            return [start]
+        if cur == start:
+            return []
+        ahead = min(int(self._run_len[cur]) - 1, self.config.lookahead_frames)
+        if cur < start <= cur + ahead:
+            return list(range(cur + 1, start + 1))
+        for d in range(ahead + 1):
+            f = cur + d
+            succ = self._indices[self._indptr[f] : self._indptr[f + 1]]
+            pos = int(np.searchsorted(succ, start))
+            if pos < succ.size and succ[pos] == start:
+                return [*range(cur + 1, f + 1), start]
+        return self._bfs(cur, start)
+
+    def _bfs(self, cur: int, start: int) -> list[int] | None:
+        if self._adj is None:
+            g = self.library.graph
+            ones = np.ones(g.indices.size, np.int8)
+            self._adj = csr_matrix((ones, g.indices, g.indptr), shape=(self._n, self._n))
+        _, pred = breadth_first_order(self._adj, cur, directed=True, return_predecessors=True)
+        if pred[start] < 0:
+            return None  # unreachable (the graph is strongly connected, so this does not happen)
+        path = [start]
+        while pred[path[-1]] != cur:
+            path.append(int(pred[path[-1]]))
+        return path[::-1]
