@@ -24,6 +24,7 @@ An offline stream: the planner picks a footage frame per output frame under a sp
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import itertools
 import shutil
 import time
@@ -458,6 +459,7 @@ def _energy_plot_cv2(
 
 
 def main() -> None:
+    faulthandler.enable()  # an intermittent OpenCV segfault was seen once: print where it happens
     from bench import motion_render
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,6 +6,7 @@ footage (22 s at 1280x720, looped to ``--seconds``) or, without ../shared, a syn
 Prints figures; asserts nothing.
 
     .venv/bin/python -m bench.bench_motion_graph [--seconds 60] [--fps 25] [--repeat 3] [--pose]
+        [--pose-stride 2] [--pose-workers 1 2]
 """
 
 from __future__ import annotations
@@ -66,37 +67,50 @@ def _write_frames(folder: Path, seconds: float, fps: int) -> tuple[list[Path], s
     return paths, what
 
 
-def bench_pose(seconds: float, fps: int, stride: int) -> None:
+def _motion_step(paths: list[Path], fps: int, stride: int, workers: int) -> tuple[list[float], str]:
+    """Seconds of cuts, pose and graph as the build runs them, and a line about the result."""
     import cv2
 
     from livedh.avatar.motion_build import _prefetch, _thumb, strided_poses
     from livedh.avatar.pose import PoseTracker
 
+    h, w = cv2.imread(str(paths[0])).shape[:2]
+    t0, c0 = time.perf_counter(), time.process_time()
+    thumbs = np.stack(list(_prefetch(_thumb, paths, lambda n: None, depth=32, workers=2)))
+    cuts = detect_cuts(thumbs)
+    t1, c1 = time.perf_counter(), time.process_time()
+    reduce = 4 if max(w, h) >= 2560 else 2 if max(w, h) >= 1280 else 1
+    kp, vis = strided_poses(paths, cuts, stride, PoseTracker, reduce=reduce, workers=workers)
+    t2, c2 = time.perf_counter(), time.process_time()
+    boxes = np.tile([w * 0.4, h * 0.1, w * 0.6, h * 0.45], (len(paths), 1))  # a still face box
+    graph = build_motion_graph(kp, vis, boxes, cuts, MotionGraphConfig())
+    t3, c3 = time.perf_counter(), time.process_time()
+    about = (
+        f"{len(paths)} frames {w}x{h}: cuts at {cuts.tolist()}, keypoints visible {100 * vis.mean():.0f}%, "
+        f"kept {graph.nodes.size} frames, {graph.n_transitions} transitions, "
+        f"gesture {100 * graph.gesture.mean():.0f}%; CPU seconds (all threads): cuts {c1 - c0:.1f}, "
+        f"pose {c2 - c1:.1f}, graph {c3 - c2:.1f}"
+    )
+    return [t1 - t0, t2 - t1, t3 - t2], about
+
+
+def bench_pose(seconds: float, fps: int, stride: int, workers: list[int]) -> None:
+    """The motion step with each number of pose workers, side by side (1 = one tracker, as before)."""
     with tempfile.TemporaryDirectory() as tmp:
         paths, what = _write_frames(Path(tmp), seconds, fps)
-        h, w = cv2.imread(str(paths[0])).shape[:2]
-        t0 = time.perf_counter()
-        thumbs = np.stack(list(_prefetch(_thumb, paths, lambda n: None, depth=32, workers=2)))
-        cuts = detect_cuts(thumbs)
-        t1 = time.perf_counter()
-        reduce = 4 if max(w, h) >= 2560 else 2 if max(w, h) >= 1280 else 1
-        kp, vis = strided_poses(paths, cuts, stride, PoseTracker, reduce=reduce)
-        t2 = time.perf_counter()
-        boxes = np.tile([w * 0.4, h * 0.1, w * 0.6, h * 0.45], (len(paths), 1))  # a still face box
-        graph = build_motion_graph(kp, vis, boxes, cuts, MotionGraphConfig())
-        t3 = time.perf_counter()
-    total = t3 - t0
-    print(
-        f"motion step on {what}: {len(paths)} frames {w}x{h}, pose stride {stride}: cuts {t1 - t0:.2f} s, "
-        f"pose {t2 - t1:.2f} s, graph {t3 - t2:.2f} s, total {total:.2f} s (budget 30 s, ratio "
-        f"{total / 30:.2f}; {total / (len(paths) / fps):.2f} s per s of footage)",
-        flush=True,
-    )
-    print(
-        f"  cuts at {cuts.tolist()}, keypoints visible {100 * vis.mean():.0f}%, kept {graph.nodes.size}/"
-        f"{len(paths)} frames, {graph.n_transitions} transitions, gesture {100 * graph.gesture.mean():.0f}%",
-        flush=True,
-    )
+        print(f"motion step on {what}, pose stride {stride} (budget 30 s for 60 s of footage):", flush=True)
+        totals = []
+        for n in workers:
+            (cuts, pose, graph), about = _motion_step(paths, fps, stride, n)
+            total = cuts + pose + graph
+            totals.append(total)
+            print(
+                f"  {n} pose worker(s): cuts {cuts:.2f} s, pose {pose:.2f} s, graph {graph:.2f} s, total "
+                f"{total:.2f} s ({total / (len(paths) / fps):.2f} s per s of footage, x{totals[0] / total:.2f} "
+                f"vs {workers[0]} worker(s))",
+                flush=True,
+            )
+            print(f"    {about}", flush=True)
 
 
 def main() -> None:
@@ -106,6 +120,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pose", action="store_true", help="also time the motion step on real frames")
     ap.add_argument("--pose-stride", type=int, default=2)
+    ap.add_argument("--pose-workers", type=int, nargs="+", default=None,
+                    help="pose trackers side by side, each figure timed in turn (default: 1 and the build's)")
     args = ap.parse_args()
     kp, visible, boxes, cuts = synthetic_footage(args.seconds, args.fps)
     cfg = MotionGraphConfig()
@@ -132,7 +148,10 @@ def main() -> None:
         flush=True,
     )
     if args.pose:
-        bench_pose(args.seconds, args.fps, args.pose_stride)
+        from livedh.avatar.motion_build import pose_workers
+
+        workers = args.pose_workers or sorted({1, pose_workers()})
+        bench_pose(args.seconds, args.fps, args.pose_stride, workers)
 
 
 if __name__ == "__main__":

@@ -417,7 +417,7 @@ async def test_a_broken_reply_reaches_the_page_and_the_avatar_listens_again(
     session.emit = events.append
     try:
         await session.chat("hello")
-        task = session._chat_task
+        task = session._answering.chat_task
         assert task is not None
         await asyncio.wait_for(task, GUARD_S)
         errors = [e for e in events if e["type"] == "error"]
@@ -457,8 +457,8 @@ async def test_an_answer_with_nothing_to_say_leaves_thinking():
     session.emit = events.append
     try:
         await session.chat("hello")
-        assert session._chat_task is not None
-        await asyncio.wait_for(session._chat_task, GUARD_S)
+        assert session._answering.chat_task is not None
+        await asyncio.wait_for(session._answering.chat_task, GUARD_S)
         assert [e["state"] for e in events if e["type"] == "state"] == ["thinking", "listening"]
         assert not [e for e in events if e["type"] == "error"]
     finally:

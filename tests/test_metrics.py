@@ -154,7 +154,7 @@ async def test_asr_latency_is_observed_per_finished_turn():
     hearing = types.SimpleNamespace(asr=types.SimpleNamespace(atranscribe=atranscribe))
     session = Session(1, SessionConfig(), engine, _FailingTTS(RuntimeError()), metrics=metrics)
     try:
-        await session._transcribe_and_answer(np.zeros(1600, np.float32), "en", hearing)
+        await session._answering.transcribe_and_answer(np.zeros(1600, np.float32), "en", hearing)
         assert _sample(metrics.exposition().decode(), "livedh_asr_seconds_count") == 1
     finally:
         await session.aclose()

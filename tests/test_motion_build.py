@@ -1,5 +1,5 @@
-"""The motion step of the avatar build (livedh/avatar/motion_build.py): poses, cuts, speech, the
-graph and its action clips, `livedh avatar graph`, and format 1 avatars.
+"""The motion step of the avatar build (livedh/avatar/motion_build.py, motion_actions.py): poses,
+cuts, speech, the graph and its action clips, `livedh avatar graph`, and format 1 avatars.
 
 Footage is made here: the astronaut photo swaying, with a magenta disc (a "hand") circling; a fake
 pose tracker finds the disc, so the poses are known without the pose model. One test builds from
@@ -19,6 +19,7 @@ from skimage import data
 
 from livedh import cli
 from livedh.avatar import motion_build as mb
+from livedh.avatar.motion_actions import ActionSpec, parse_action, parse_actions
 from livedh.avatar.build import BuildParams, build_avatar
 from livedh.avatar.format import load_manifest
 from livedh.avatar.landmarks import detect_landmarks
@@ -89,14 +90,14 @@ def avatar(footage: tuple[list[np.ndarray], np.ndarray], tmp_path: Path) -> Path
 
 
 def test_parse_actions() -> None:
-    assert mb.parse_action("wave=12.0-14.5") == mb.ActionSpec("wave", start_s=12.0, end_s=14.5)
-    assert mb.parse_action(f"bye={__file__}").video == Path(__file__)
+    assert parse_action("wave=12.0-14.5") == ActionSpec("wave", start_s=12.0, end_s=14.5)
+    assert parse_action(f"bye={__file__}").video == Path(__file__)
     for bad, says in [("wave", "NAME=START-END"), ("9wave=1-2", "name"), ("../x=1-2", "name"),
                       ("wave=3-2", "after the start"), ("w=no.mp4", "no video file 'no.mp4'")]:  # fmt: skip
         with pytest.raises(InvalidInputError, match=says):
-            mb.parse_action(bad)
+            parse_action(bad)
     with pytest.raises(InvalidInputError, match="'wave' is given more than once"):
-        mb.parse_actions(["wave=1-2", "wave=3-4"])
+        parse_actions(["wave=1-2", "wave=3-4"])
 
 
 def test_speech_frames_follow_the_loudness() -> None:
@@ -132,8 +133,24 @@ def test_strided_poses_interpolate_and_survive_missing_people(
     assert vis[: HIDDEN.start - 1].all() and vis[HIDDEN.stop :].all()
 
 
+def test_pose_workers_split_the_shots_and_agree_with_one(avatar: Path) -> None:
+    paths = [avatar / f"frames/{i:06d}.jpg" for i in range(N)]
+    one = mb.strided_poses(paths, np.array([50]), 1, FakeTracker, workers=1)
+    two = mb.strided_poses(paths, np.array([50]), 1, FakeTracker, workers=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    shots = [np.arange(0, 50), np.arange(50, N)]
+    pieces = mb._pieces(shots, N, 2)
+    assert len(pieces) == 3  # the 50-frame shot in two pieces of 25, the other whole
+    assert [kept.tolist() for _, kept in mb._pieces(shots, N, 1)] == [s.tolist() for s in shots]
+    assert np.sort(np.concatenate([kept for _, kept in pieces])).tolist() == list(range(N))
+    for warm, kept in pieces:  # a piece inside a shot is tracked from the 4 samples before it
+        starts_shot = kept[0] in (0, 50)
+        assert warm.tolist() == ([] if starts_shot else list(range(kept[0] - 4, kept[0])))
+        assert np.all(np.diff(kept) == 1) and (kept[0] < 50) == (kept[-1] < 50)  # never across the cut
+
+
 def test_build_motion_writes_graph_action_and_manifest(avatar: Path) -> None:
-    result = mb.build_motion(avatar, actions=[mb.ActionSpec("wave", 2.0, 2.6)], tracker=FakeTracker,
+    result = mb.build_motion(avatar, actions=[ActionSpec("wave", 2.0, 2.6)], tracker=FakeTracker,
                              progress=False)  # fmt: skip
     entry = {"version": 1, "actions": {"wave": [50, 65]}, "source_frames": N}
     assert result.entry == entry
@@ -247,7 +264,7 @@ def test_build_appends_a_separate_action_video(tmp_path: Path) -> None:
     calls: list[tuple[str, int, int]] = []
     progress: Callable[[str, int, int], None] = lambda *call: calls.append(call)  # noqa: E731
     result = build_avatar(main, "me", tmp_path / "avatars", BuildParams(min_seconds=1.0), progress=progress,
-                          actions=mb.parse_actions(["wave=0.4-1.0", f"bye={clip}"]))  # fmt: skip
+                          actions=parse_actions(["wave=0.4-1.0", f"bye={clip}"]))  # fmt: skip
     m = result.manifest
     assert m.frame_count == 90 and m.format_version == 2
     assert m.motion == {"version": 1, "actions": {"wave": [10, 25], "bye": [60, 90]}, "source_frames": 60}

@@ -13,6 +13,7 @@ from livedh.avatar.motion_graph import (
     TRANSITION,
     MotionGraph,
     MotionGraphConfig,
+    body_scale,
     build_motion_graph,
     detect_cuts,
     label_spans,
@@ -269,6 +270,54 @@ def test_still_footage_has_no_gesture_and_cut_is_not_motion() -> None:
     vis = np.ones((200, 10), bool)
     assert not label_spans(motion_energy(kp, vis, cuts=np.array([100])), CFG).any()
     assert motion_energy(kp, vis)[100] > 50 * motion_energy(kp, vis, cuts=np.array([100]))[100]
+
+
+def _upper_body(t_n: int, rng: np.random.Generator, jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """(t_n, 23, 2) poses in pose.py's layout: shoulders 200 px apart, every point jittering like
+    the pose model on a still person (a slowly wandering error of ``jitter`` px), all visible."""
+    rest = rng.uniform(200, 400, (23, 2))
+    rest[11], rest[12] = (400.0, 500.0), (200.0, 500.0)  # left, right shoulder
+    wander = np.cumsum(rng.normal(0, jitter, (t_n, 23, 2)), axis=0) * 0.3
+    kp = rest[None] + rng.normal(0, jitter, (t_n, 23, 2)) + wander - wander.mean(axis=0)
+    return kp, np.ones((t_n, 23), bool)
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.1, 0.2])
+def test_still_person_is_all_idle_whatever_the_pose_jitter(jitter: float) -> None:
+    rng = np.random.default_rng(11)
+    kp, vis = _upper_body(400, rng, jitter)
+    kp[150:250, 15:23] += 9 * np.sin(np.arange(100) / 4.0)[:, None, None]  # fidgeting hands, no gesture
+    assert body_scale(kp, vis) == pytest.approx(200.0, rel=0.02)
+    g = build_motion_graph(kp, vis, np.tile(BOX, (400, 1)), np.zeros(0), CFG)
+    assert not g.gesture.any()
+    # the footage's own quantiles alone call the fidgeting a gesture: the floor is what stops it
+    assert label_spans(motion_energy(kp, vis), CFG)[160:240].all()
+
+
+def test_big_arm_swings_are_gestures_where_they_are() -> None:
+    rng = np.random.default_rng(12)
+    kp, vis = _upper_body(500, rng, 0.4)
+    swings = [(100, 160), (300, 380)]
+    for a, b in swings:  # forearms and hands swing 60 px (0.3 shoulder widths) at ~1 Hz
+        kp[a:b, 13:23] += 60 * np.sin(2 * np.pi * np.arange(b - a) / 25)[:, None, None] * np.array([1.0, 0.6])
+    vis[320:325, 15:23] = False  # hands out of frame for a moment
+    g = build_motion_graph(kp, vis, np.tile(BOX, (500, 1)), np.zeros(0), CFG)
+    for a, b in swings:
+        assert g.gesture[a + 5 : b - 5].all(), (a, b)
+    idle = np.ones(500, bool)
+    for a, b in swings:
+        idle[a - 10 : b + 10] = False
+    assert not g.gesture[idle].any()
+
+
+def test_body_scale_falls_back_to_the_face_box() -> None:
+    face = 2.5 * np.sqrt(100 * 120)  # BOX is 100 x 120
+    kp = np.zeros((50, 10, 2))  # too few points for shoulders
+    assert body_scale(kp, np.ones((50, 10), bool), np.tile(BOX, (50, 1))) == pytest.approx(face)
+    kp23, vis23 = _upper_body(50, np.random.default_rng(0), 0.0)
+    vis23[:45, 11] = False  # shoulders seen in 10% of the frames: not enough
+    assert body_scale(kp23, vis23, np.tile(BOX, (50, 1))) == pytest.approx(face)
+    assert body_scale(kp23, vis23) == 0.0
 
 
 def _thumbs(t_n: int, cut: int | None, rng: np.random.Generator) -> np.ndarray:

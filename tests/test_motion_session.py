@@ -260,7 +260,7 @@ async def test_play_action_without_motion_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="has no actions"):
         session.play_action("wave")
     session.say("[wave] hello")  # a tag naming nothing is dropped: the text is still spoken
-    assert session._utterances.qsize() == 1
+    assert session._speaker.queued == 1
     await session.aclose()
 
 

@@ -209,7 +209,7 @@ async def test_barge_in_cancels_the_llm_stream_and_records_what_was_heard(engine
     assert llm.closed == 1  # the stalled HTTP stream was closed, not left hanging
     assert not session.speaking
     await consumer
-    history = session._history.messages  # type: ignore[union-attr]
+    history = session._answering.history.messages  # type: ignore[union-attr]
     assert history[-1]["role"] == "assistant"
     assert "One short sentence." in history[-1]["content"]
     assert "Never reached" not in history[-1]["content"]
@@ -359,7 +359,7 @@ async def test_a_turn_is_answered_during_the_pause_and_played_only_when_it_ends(
         assert 2 <= len(llm.requests) <= len(asr.seconds) and llm.closed >= 1
     else:
         assert len(llm.requests) == 1
-    roles = [m["role"] for m in session._history.messages]  # type: ignore[union-attr]
+    roles = [m["role"] for m in session._answering.history.messages]  # type: ignore[union-attr]
     assert roles == ["system", "user", "assistant"]
     assert tts.calls[-1] == "Here is your tea."
     # When the avatar's voice starts, against when the microphone had brought the turn's end:
@@ -412,7 +412,7 @@ async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
     session.emit = lambda event: None
     held_seen: list[bool] = []
     # The earlier turn: transcribing (4 s) while the person already asks again.
-    session._child(session._answer_turn(second, "en", hearing), "turn")
+    session._child(session._answering.answer_turn(second, "en", hearing), "turn")
     mic = np.concatenate([np.zeros(3200, np.int16), second, np.zeros(16000, np.int16)])
 
     done = asyncio.Event()
@@ -426,7 +426,7 @@ async def test_no_answer_is_prepared_while_an_earlier_turn_is_still_transcribed(
             await settle()
             if len(llm.requests) == 2:
                 break
-            held_seen.append(session._held is not None)
+            held_seen.append(session._speaker.held is not None)
             yield mic[(n - 1) * 320 : n * 320] if n * 320 <= len(mic) else mic[:320] * 0
         done.set()
 
@@ -455,8 +455,8 @@ async def test_an_answer_whose_speech_fails_reports_it_and_listens_again(engine)
     session.emit = events.append
     try:
         await session.chat("hello")
-        assert session._chat_task is not None
-        await asyncio.wait_for(session._chat_task, 30)  # a guard, not a timing: the answer is in
+        assert session._answering.chat_task is not None
+        await asyncio.wait_for(session._answering.chat_task, 30)  # a guard, not a timing: the answer is in
         for _ in range(200):
             if len([e for e in events if e["type"] == "error"]) == 2 and not session.speaking:
                 break

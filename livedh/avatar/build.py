@@ -58,7 +58,7 @@ from livedh.errors import ConflictError, InvalidInputError, NotFoundError, Paylo
 from livedh.media.pcm import write_wav
 
 if TYPE_CHECKING:
-    from livedh.avatar.motion_build import ActionSpec
+    from livedh.avatar.motion_actions import ActionSpec
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ def run_build(args: argparse.Namespace) -> int:
     as_json = args.progress == "json"
     progress: Any = _emit_progress if as_json else args.progress == "bar"
     try:
-        from livedh.avatar.motion_build import parse_actions
+        from livedh.avatar.motion_actions import parse_actions
 
         params = BuildParams(
             fps=args.fps, max_side=args.max_side, min_seconds=args.min_seconds, model=args.model,
@@ -150,7 +150,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_graph(args: argparse.Namespace) -> int:
     """Exit codes as ``run_build``'s."""
-    from livedh.avatar.motion_build import parse_actions, rebuild_motion
+    from livedh.avatar.motion_actions import parse_actions
+    from livedh.avatar.motion_build import rebuild_motion
     from livedh.errors import InvalidInputError, LiveDHError, NotFoundError
 
     as_json = args.progress == "json"

@@ -58,6 +58,10 @@ class MotionGraphConfig:
     active_quantile: float = 0.9
     #: active level below this multiple of the idle level: the footage has no gestures
     min_contrast: float = 2.0
+    #: absolute floor, in shoulder widths per frame (see :func:`body_scale`): a frame moving less
+    #: is never a gesture, and footage whose active level is below it has none (pose jitter on a
+    #: still person is ~0.002-0.004; real gestures reach 0.015-0.03 at 25 fps)
+    gesture_floor: float = 0.006
     #: gesture spans (and idle gaps between gestures) shorter than this many frames are merged away
     min_span: int = 12
 
@@ -343,8 +347,9 @@ def build_motion_graph(
     dst = np.concatenate([nat + 1, *dsts]).astype(np.int64)
     kind = np.concatenate([np.full(nat.size, NATURAL), np.full(src.size - nat.size, TRANSITION)])
     energy = motion_energy(kp, vis, cuts=cuts, smooth=config.energy_smooth)
+    gesture = label_spans(energy, config, scale=body_scale(kp, vis, boxes))
     return _pruned(
-        t_n, (src, dst, kind), gesture=label_spans(energy, config), energy=energy.astype(np.float32),
+        t_n, (src, dst, kind), gesture=gesture, energy=energy.astype(np.float32),
         cuts=np.unique(np.asarray(cuts, dtype=np.int64).reshape(-1)),
     )  # fmt: skip
 
@@ -522,18 +527,46 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, lengths, mask[starts]
 
 
-def label_spans(energy: np.ndarray, config: MotionGraphConfig) -> np.ndarray:
+#: Pose's shoulders (the same positions in pose.UPPER_BODY's 23 points and Pose's own 33)
+_SHOULDERS = (11, 12)
+#: a shoulder width is about this many face boxes (the lip crop is about a face wide)
+_SHOULDERS_PER_FACE = 2.5
+
+
+def body_scale(keypoints: np.ndarray, visible: np.ndarray, face_boxes: np.ndarray | None = None) -> float:
+    """The filmed person's size in pixels: the median shoulder width over the frames where both
+    shoulders are visible, or, where that is under a quarter of the frames, ``_SHOULDERS_PER_FACE``
+    times the median face box size (sqrt of its area). 0.0 when neither is known."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    vis = np.asarray(visible, dtype=bool)
+    if kp.ndim == 3 and kp.shape[1] > max(_SHOULDERS):
+        both = vis[:, _SHOULDERS[0]] & vis[:, _SHOULDERS[1]] & np.isfinite(kp[:, _SHOULDERS]).all(axis=(1, 2))
+        if both.size and both.mean() >= 0.25:
+            width = np.sqrt(_sqdist(kp[both, _SHOULDERS[0]], kp[both, _SHOULDERS[1]]))
+            return float(np.median(width))
+    if face_boxes is not None and len(face_boxes):
+        _, size, valid = _face_ok(np.asarray(face_boxes))
+        if valid.any():
+            return _SHOULDERS_PER_FACE * float(np.median(size[valid]))
+    return 0.0
+
+
+def label_spans(energy: np.ndarray, config: MotionGraphConfig, *, scale: float = 0.0) -> np.ndarray:
     """Gesture (True) vs idle per frame, with hysteresis between thresholds set from the footage's
     own energy distribution, gesture spans shorter than ``min_span`` dropped and short idle gaps
-    between gestures filled."""
+    between gestures filled. ``scale``: the person's shoulder width in the energy's units (see
+    :func:`body_scale`); it sets the absolute floor ``config.gesture_floor * scale`` under which
+    nothing is a gesture, so a still or barely moving person is all idle (0: no floor)."""
     e = np.asarray(energy, dtype=np.float64)
     if e.size == 0:
         return np.zeros(0, dtype=bool)
     idle, active = np.quantile(e, [config.idle_quantile, config.active_quantile])
-    if active <= 0 or active < config.min_contrast * max(idle, 1e-9):
+    floor = config.gesture_floor * max(scale, 0.0)
+    if active <= 0 or active < config.min_contrast * max(idle, 1e-9) or active < floor:
         return np.zeros(e.size, dtype=bool)  # no gestures worth the name in this footage
-    high = idle + config.gesture_high * (active - idle)
-    low = idle + config.gesture_low * (active - idle)
+    high = max(idle + config.gesture_high * (active - idle), floor)
+    low_floor = floor * config.gesture_low / max(config.gesture_high, 1e-9)  # the same hysteresis ratio
+    low = min(high, max(idle + config.gesture_low * (active - idle), low_floor))
     # hysteresis, vectorised: the latest threshold crossed decides (forward fill of +1 / -1 marks)
     mark = np.where(e > high, 1, np.where(e < low, -1, 0))
     idx = np.where(mark != 0, np.arange(e.size), 0)

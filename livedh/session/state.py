@@ -1,11 +1,11 @@
-"""What a session keeps about its speech: queued utterances, a held voice turn, its public
-state (the data the session's stages pass around; the behaviour stays in session.py)."""
+"""What a session keeps about its speech: queued utterances, a held voice turn, its child tasks,
+its public state (the data the session's stages pass around; the behaviour is in the stages)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -19,6 +19,21 @@ class Transport(Protocol):
     """The output a session closes with it (the WebRTC peer)."""
 
     async def aclose(self) -> None: ...
+
+
+class ChildTasks:
+    """A session's child tasks, cancelled or not, until they finish: aclose awaits them all.
+    Its stages start theirs through ``spawn`` (which holds no reference to the session)."""
+
+    def __init__(self, sessionid: int) -> None:
+        self._id = sessionid
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[object, object, None], role: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"session-{self._id}-{role}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
 
 @dataclass
@@ -43,7 +58,7 @@ class HeldTurn:
     """A voice turn answered before it is known to be over (the person paused, see
     ``SpeechPaused``). What the answer produces (events for the page, the answer's audio) waits
     here: played when the turn ends, dropped if the person goes on talking. The audio enters
-    the playout buffer just before the turn ends, timed to start as it ends (_schedule_held)."""
+    the playout buffer just before the turn ends, timed to start as it ends (see Speaker)."""
 
     task: asyncio.Task[None] | None = None
     #: set when the turn ends as paused (what a remote LLM waits for before it is asked)
@@ -54,7 +69,7 @@ class HeldTurn:
     cues: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     #: the answer's audio so far, in samples
     samples: int = 0
-    #: when the turn ends if the person stays silent (session clock; see _schedule_held) ...
+    #: when the turn ends if the person stays silent (session clock; see Speaker) ...
     ends_at: float | None = None
     #: ... as guessed from the microphone audio that arrived at this moment
     guessed_at: float = 0.0
