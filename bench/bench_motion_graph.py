@@ -106,8 +106,8 @@ def bench_pose(seconds: float, fps: int, stride: int, workers: list[int]) -> Non
             totals.append(total)
             print(
                 f"  {n} pose worker(s): cuts {cuts:.2f} s, pose {pose:.2f} s, graph {graph:.2f} s, total "
-                f"{total:.2f} s ({total / (len(paths) / fps):.2f} s per s of footage, x{totals[0] / total:.2f} "
-                f"vs {workers[0]} worker(s))",
+                f"{total:.2f} s ({total / (len(paths) / fps):.2f} s per s of footage, "
+                f"x{totals[0] / total:.2f} vs {workers[0]} worker(s))",
                 flush=True,
             )
             print(f"    {about}", flush=True)
@@ -120,8 +120,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pose", action="store_true", help="also time the motion step on real frames")
     ap.add_argument("--pose-stride", type=int, default=2)
-    ap.add_argument("--pose-workers", type=int, nargs="+", default=None,
-                    help="pose trackers side by side, each figure timed in turn (default: 1 and the build's)")
+    ap.add_argument(
+        "--pose-workers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="pose trackers side by side, each figure timed in turn (default: 1 and the build's)",
+    )
     args = ap.parse_args()
     kp, visible, boxes, cuts = synthetic_footage(args.seconds, args.fps)
     cfg = MotionGraphConfig()

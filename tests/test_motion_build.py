@@ -19,11 +19,11 @@ from skimage import data
 
 from livedh import cli
 from livedh.avatar import motion_build as mb
-from livedh.avatar.motion_actions import ActionSpec, parse_action, parse_actions
 from livedh.avatar.build import BuildParams, build_avatar
 from livedh.avatar.format import load_manifest
 from livedh.avatar.landmarks import detect_landmarks
 from livedh.avatar.motion import ActionClip
+from livedh.avatar.motion_actions import ActionSpec, parse_action, parse_actions
 from livedh.avatar.motion_graph import (
     TRANSITION,
     MotionGraphConfig,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -335,6 +336,23 @@ def test_detect_cuts() -> None:
     assert detect_cuts(_thumbs(90, None, rng)).tolist() == []
     assert detect_cuts(np.zeros((10, 8, 8), np.uint8)).tolist() == []
     assert detect_cuts(np.zeros((1, 8, 8), np.uint8)).tolist() == []
+
+
+def test_detect_cuts_finds_a_jump_cut_but_not_fast_motion() -> None:
+    """Same background, the view jumps by 3 px at frame 50 (a jump cut); frames 100-130 pan as
+    fast all along (motion). Both change 10-17 grey levels per frame, below a scene change's 30."""
+    rng = np.random.default_rng(9)
+    big = cv2.resize(rng.uniform(0, 255, (6, 15)), (240, 96), interpolation=cv2.INTER_CUBIC)  # smooth
+    x = np.zeros(160)
+    x[50:] += 3.0
+    x[100:130] += np.cumsum(np.full(30, 3.0))
+    x[130:] += 90.0
+    frames = [
+        np.clip(big[16:80, 20 + round(v) : 84 + round(v)] + rng.normal(0, 1, (64, 64)), 0, 255) for v in x
+    ]
+    thumbs = np.array(frames, dtype=np.uint8)
+    assert detect_cuts(thumbs).tolist() == [50]
+    assert detect_cuts(thumbs, spike=1e9).tolist() == []  # the scene-change rule alone misses it
 
 
 def _assert_same(a: MotionGraph, b: MotionGraph) -> None:

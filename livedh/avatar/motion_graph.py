@@ -471,11 +471,19 @@ def _closest(
 
 
 def detect_cuts(
-    frames_small: np.ndarray, *, abs_threshold: float = 30.0, rel_threshold: float = 6.0, chunk: int = 512
+    frames_small: np.ndarray,
+    *,
+    abs_threshold: float = 30.0,
+    rel_threshold: float = 6.0,
+    spike: float = 4.0,
+    spike_min: float = 4.0,
+    chunk: int = 512,
 ) -> np.ndarray:
     """First frames of new shots in grayscale thumbnails (T, h, w) uint8: the mean absolute
-    difference to the previous frame exceeds both ``abs_threshold`` (grey levels) and
-    ``rel_threshold`` times the footage's own median difference (so fast motion is not a cut)."""
+    difference to the previous frame exceeds ``rel_threshold`` times the footage's own median
+    difference (so fast motion is not a cut) and either ``abs_threshold`` grey levels (a scene
+    change) or, for a jump cut in front of the same background, ``spike_min`` grey levels and
+    ``spike`` times every difference within two frames of it (motion is sustained, a cut is not)."""
     f = np.asarray(frames_small)
     if f.ndim != 3:
         raise InvalidInputError("detect_cuts: frames must be (T, h, w) grayscale")
@@ -487,8 +495,11 @@ def detect_cuts(
         d = np.abs(f[lo:hi].astype(np.int16) - f[lo - 1 : hi - 1].astype(np.int16))
         diffs.append(d.mean(axis=(1, 2)))
     diff = np.concatenate(diffs)
-    threshold = max(abs_threshold, rel_threshold * float(np.median(diff)))
-    return (np.nonzero(diff > threshold)[0] + 1).astype(np.int64)
+    relative = rel_threshold * float(np.median(diff))
+    padded = np.pad(diff, 2)
+    near = np.max([padded[k : k + diff.size] for k in (0, 1, 3, 4)], axis=0)  # 2 frames each side
+    jump = (diff > spike_min) & (diff > spike * near)
+    return (np.nonzero((diff > relative) & ((diff > abs_threshold) | jump))[0] + 1).astype(np.int64)
 
 
 def motion_energy(

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.sparse.csgraph import breadth_first_order
 
 from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
-from livedh.avatar.motion_graph import NATURAL
+from livedh.avatar.motion_graph import NATURAL, MotionGraph
 from livedh.errors import InvalidInputError
 
 QUIET, SPEAK, ACTION = 0, 1, 2
@@ -54,6 +55,24 @@ class PlannerConfig:
     #: so is a silence shorter than ``pause_frames`` between two such frames (no pause)
     speak_threshold: float = 0.5
     pause_frames: int = 12
+    #: weights of what the footage run after a candidate offers the modes ahead: its motion energy
+    #: (graph.energy, mapped to 0..1 between the footage's own ``energy_quantiles``) wanted high
+    #: under speech, scaled by its loudness, and wanted low in pauses and listening (``calm_weight``);
+    #: and its labels (gesture or source speech for speech, neither for quiet), which can be coarse
+    energy_weight: float = 1.5
+    calm_weight: float = 2.0
+    label_weight: float = 0.5
+    energy_quantiles: tuple[float, float] = (0.05, 0.9)
+    #: weight of where the footage can go after the horizon: the calmest (or busiest) walk on from
+    #: the horizon's last frame, discounted by ``future_discount`` per frame (see future_activity),
+    #: so the walk does not settle on calm footage that only leads on to busy footage
+    future_weight: float = 1.0
+    future_discount: float = 0.96
+    #: no run of this many footage frames is shown twice within ``repeat_memory`` output frames
+    #: where another successor can be taken (0: no such check): no visible period even where the
+    #: calmest footage is a small part of it
+    repeat_window: int = 100
+    repeat_memory: int = 15000
 
     def __post_init__(self) -> None:
         if self.lookahead_frames < 1 or not 1 <= self.blend_frames <= 16:
@@ -63,6 +82,14 @@ class PlannerConfig:
         if self.revisit_memory < 1 or self.pause_frames < 0 or not 0.0 < self.speak_threshold <= 1.0:
             raise InvalidInputError(
                 "planner: revisit_memory >= 1, pause_frames >= 0, 0 < speak_threshold <= 1"
+            )
+        if self.repeat_window < 0 or self.repeat_memory < 1:
+            raise InvalidInputError("planner: repeat_window >= 0, repeat_memory >= 1")
+        lo, hi = self.energy_quantiles
+        weights = (self.energy_weight, self.calm_weight, self.label_weight, self.future_weight)
+        if not 0.0 <= lo < hi <= 1.0 or min(weights) < 0 or not 0.0 <= self.future_discount < 1.0:
+            raise InvalidInputError(
+                "planner: 0 <= energy_quantiles[0] < [1] <= 1, weights >= 0, 0 <= future_discount < 1"
             )
 
 
@@ -85,6 +112,8 @@ class _Item:
     mode: int
     #: ``seen`` of the frame before this item was planned, restored when the item is dropped
     prev_seen: float
+    #: hash of the footage frames of the ``repeat_window`` output frames ending with this one
+    key: int
 
 
 def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
@@ -107,6 +136,80 @@ def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
     rms = np.sqrt((blocks * blocks).sum(axis=1) / counts)
     db = 20.0 * np.log10(np.maximum(rms, 1e-6))
     return np.clip((db + 50.0) / 20.0, 0.0, 1.0).astype(np.float32)
+
+
+_HASH_BASE = 0x9E3779B97F4A7C15
+_HASH_MASK = (1 << 64) - 1
+#: subtracted from the score of a successor that would repeat a remembered run
+_REPEAT_PENALTY = 10.0
+
+
+class _RunMemory:
+    """The runs of ``window`` footage frames shown over the last ``memory`` output frames, as
+    rolling polynomial hashes (mod 2**64): the planner avoids showing one of them again."""
+
+    def __init__(self, window: int, memory: int) -> None:
+        self.window, self.memory = window, memory
+        self._top = pow(_HASH_BASE, max(window - 1, 0), 1 << 64)  # weight of a window's oldest frame
+        self._count: dict[int, int] = {}
+        self._log: deque[tuple[int, int]] = deque()
+
+    def key(self, prev: int, oldest: int, node: int) -> int:
+        """The hash after ``node`` of the window whose hash was ``prev`` before it; ``oldest``: the
+        frame leaving the window (-1 while it is not full yet)."""
+        if oldest >= 0:
+            prev -= oldest * self._top
+        return (prev * _HASH_BASE + node) & _HASH_MASK
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._count
+
+    def add(self, key: int, t: int) -> None:
+        self._count[key] = self._count.get(key, 0) + 1
+        self._log.append((t, key))
+        while self._log[0][0] <= t - self.memory:
+            _, old = self._log.popleft()
+            self._count[old] -= 1
+            if not self._count[old]:
+                del self._count[old]
+
+
+def footage_activity(energy: np.ndarray, nodes: np.ndarray, quantiles: tuple[float, float]) -> np.ndarray:
+    """Each frame's motion energy mapped to 0..1 between the ``quantiles`` of the energy over the
+    graph's ``nodes`` (the footage's own scale: any person, distance or resolution). All 0 when the
+    footage's energy hardly varies (nothing to choose by)."""
+    e = np.nan_to_num(np.asarray(energy, dtype=np.float64))
+    if nodes.size == 0:
+        return np.zeros(e.size)
+    lo, hi = np.quantile(e[nodes], quantiles)
+    if hi - lo <= 1e-6 * max(abs(hi), 1e-9):
+        return np.zeros(e.size)
+    return np.clip((e - lo) / (hi - lo), 0.0, 1.0)
+
+
+def future_activity(
+    act: np.ndarray, graph: MotionGraph, run_len: np.ndarray, *, min_gap: int, discount: float, highest: bool
+) -> np.ndarray:
+    """Per frame: the discounted mean activity (0..1) of the calmest walk on from it through the
+    graph (the busiest if ``highest``), where a jump lands on a run that plays ``min_gap`` frames
+    (value iteration, a few ms per avatar; revisits and noise left out)."""
+    n, m, sign = act.size, min_gap, -1.0 if highest else 1.0
+    a = sign * np.asarray(act, dtype=np.float64)
+    seg = sliding_window_view(np.r_[a, np.zeros(m)], m)[:n] @ discount ** np.arange(m)
+    land_ok = run_len > m
+    after = np.minimum(np.arange(n) + m, n - 1)
+    jump = graph.kinds != NATURAL
+    rows = np.diff(graph.indptr) > 0
+    starts = graph.indptr[:-1][rows]
+    v = np.zeros(n)
+    best = np.zeros(n)
+    for _ in range(int(np.ceil(4.0 / (1.0 - discount)))):
+        land = np.where(land_ok, seg + discount**m * v[after], v)
+        vals = np.where(jump, land[graph.indices], v[graph.indices])
+        if starts.size:
+            best[rows] = np.minimum.reduceat(vals, starts)
+        v = a + discount * best
+    return sign * (1.0 - discount) * v
 
 
 class MotionPlanner:
@@ -134,6 +237,14 @@ class MotionPlanner:
         speech = np.asarray(library.speech, dtype=bool)
         good = [~g.gesture & ~speech, g.gesture | speech]  # per mode: QUIET, SPEAK
         self._cum = [np.concatenate([[0], np.cumsum(m)]).astype(np.float64) for m in good]
+        self._act = footage_activity(g.energy, g.nodes, cfg.energy_quantiles)
+        self._cum_act = np.concatenate([[0.0], np.cumsum(self._act)])
+        self._mean_act = float(self._act[g.nodes].mean()) if g.nodes.size else 0.0
+        self._future = [  # per mode: QUIET, SPEAK
+            future_activity(self._act, g, self._run_len, min_gap=cfg.min_gap, discount=cfg.future_discount,
+                            highest=mode == SPEAK)
+            for mode in (QUIET, SPEAK)
+        ]  # fmt: skip
         self._in_graph = np.zeros(n, dtype=bool)
         self._in_graph[g.nodes] = True
         self._adj: csr_matrix | None = None  # for breadth-first routes to actions, built on first use
@@ -141,8 +252,12 @@ class MotionPlanner:
         self._emitted = 0
         self._queue: deque[_Item] = deque()
         self._past: deque[float] = deque([0.0] * cfg.pause_frames, maxlen=max(1, cfg.pause_frames))
+        self._runs = _RunMemory(cfg.repeat_window, cfg.repeat_memory)
+        self._shown: deque[int] = deque(maxlen=max(1, cfg.repeat_window))  # footage of the last frames
+        self._key = 0  # the window hash after the last frame shown
         self._pending: ActionClip | None = None
         self._start = self._choose_start(good[QUIET])
+        self._drive = np.zeros(0)  # loudness of each speaking frame of the horizon (0 when quiet)
         self._state = _State(-1, cfg.min_gap, -1, cfg.blend_frames)
 
     # --- public -------------------------------------------------------------------------------
@@ -172,11 +287,17 @@ class MotionPlanner:
             k = self._emitted % max(1, 2 * (self._n - 1))
             self._emitted += 1
             return FootagePick(k if k < self._n else 2 * (self._n - 1) - k)
-        modes = self._modes(np.clip(lv, 0.0, 1.0))
+        modes, window = self._modes(np.clip(lv, 0.0, 1.0))
+        self._drive = np.where(modes == SPEAK, window, 0.0)
         self._reconcile(modes)
         self._extend(modes)
         item = self._queue.popleft()
         self._state = item.state
+        if self.config.repeat_window:
+            if self._emitted + 1 >= self.config.repeat_window:
+                self._runs.add(item.key, self._emitted)
+            self._shown.append(item.pick.index)
+            self._key = item.key
         self._emitted += 1
         self._past.append(float(np.clip(lv[0], 0.0, 1.0)))
         return item.pick
@@ -204,10 +325,12 @@ class MotionPlanner:
             return -1
         calm = nodes[idle[nodes] & (self._run_len[nodes] > self.config.min_gap)]
         pool = calm if calm.size else nodes
+        act = self._act[pool]
+        pool = pool[act <= np.median(act)]  # the calmer half: a session starts out listening
         return int(pool[self._rng.integers(pool.size)])
 
-    def _modes(self, lv: np.ndarray) -> np.ndarray:
-        """Mode of the next ``2 * lookahead`` frames (position 0 = the frame about to be shown):
+    def _modes(self, lv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mode and loudness of the next ``2 * lookahead`` frames (position 0 = the frame about to be shown):
         speaking where loud, and in silences shorter than ``pause_frames`` between loud frames
         (a gap between words is no pause; a barge-in, with no loud frame after it, is quiet at
         once). Frames past the levels given are loud when the last few given are: speech that is
@@ -222,7 +345,7 @@ class MotionPlanner:
         pos = np.arange(window.size)
         before = np.maximum.accumulate(np.where(loud, pos, -(10**6)))
         after = np.minimum.accumulate(np.where(loud, pos, 10**6)[::-1])[::-1]
-        return (loud | (after - before <= p))[p:].astype(np.int64)
+        return (loud | (after - before <= p))[p:].astype(np.int64), window[p:]
 
     def _reconcile(self, modes: np.ndarray) -> None:
         for k, item in enumerate(self._queue):
@@ -245,7 +368,7 @@ class MotionPlanner:
                 self._pending = None
                 continue
             p = len(self._queue)
-            node, jump = self._step(state, modes[p : p + h])
+            node, jump = self._step(state, modes[p : p + h], self._drive[p : p + h])
             self._push(state, node, jump, int(modes[p]))
 
     def _push(self, state: _State, node: int, jump: bool, mode: int) -> _State:
@@ -261,11 +384,11 @@ class MotionPlanner:
         else:
             pick = FootagePick(node)
         new = _State(node, since, src, t)
-        self._queue.append(_Item(pick, new, mode, float(self._seen[node])))
+        self._queue.append(_Item(pick, new, mode, float(self._seen[node]), self._keys([node])[0]))
         self._seen[node] = self._emitted + len(self._queue) - 1
         return new
 
-    def _step(self, state: _State, horizon: np.ndarray) -> tuple[int, bool]:
+    def _step(self, state: _State, horizon: np.ndarray, drive: np.ndarray) -> tuple[int, bool]:
         """The successor of ``state.node`` to show next, and whether it is a jump."""
         cur, cfg = state.node, self.config
         if cur < 0:
@@ -278,26 +401,60 @@ class MotionPlanner:
             usable = np.ones(hi - lo, dtype=bool)
         targets = self._indices[lo:hi][usable]
         jumps = self._jump[lo:hi][usable]
-        scores = self._score(targets, horizon, state.node)
+        scores = self._score(targets, horizon, drive) - _REPEAT_PENALTY * self._repeats(targets)
         scores -= cfg.jump_penalty * jumps
         tired = (state.since_jump - cfg.min_gap) / (cfg.max_run - cfg.min_gap)
         scores -= (cfg.run_penalty * min(1.0, max(0.0, tired))) * ~jumps
         best = int(np.argmax(scores))
         return int(targets[best]), bool(jumps[best])
 
-    def _score(self, c: np.ndarray, horizon: np.ndarray, cur: int) -> np.ndarray:
-        """Match of the footage run following each candidate with the horizon's modes (0..1),
-        minus the revisit penalty, plus noise."""
+    def _keys(self, nodes: np.ndarray | list[int]) -> list[int]:
+        """The window hash (see _RunMemory) if each of ``nodes`` were planned next."""
+        w = self.config.repeat_window
+        if not w:
+            return [0] * len(nodes)
+        q = len(self._queue)
+        prev = self._queue[-1].key if q else self._key
+        back = self._emitted + q - w  # the output frame that leaves the window
+        if back < 0:
+            oldest = -1
+        elif back >= self._emitted:
+            oldest = self._queue[back - self._emitted].pick.index
+        else:
+            oldest = self._shown[back - self._emitted + len(self._shown)]
+        return [self._runs.key(prev, oldest, int(n)) for n in nodes]
+
+    def _repeats(self, targets: np.ndarray) -> np.ndarray:
+        """Whether showing each target next would repeat a run shown or planned already."""
+        w = self.config.repeat_window
+        if not w or self._emitted + len(self._queue) + 1 < w:
+            return np.zeros(targets.size, dtype=bool)
+        planned = {item.key for item in self._queue}
+        return np.array([k in self._runs or k in planned for k in self._keys(targets)], dtype=bool)
+
+    def _score(self, c: np.ndarray, horizon: np.ndarray, drive: np.ndarray) -> np.ndarray:
+        """Match of the footage run following each candidate with the horizon's modes and loudness
+        (per frame: labels and motion energy, see PlannerConfig), minus the revisit penalty, plus
+        noise."""
         cfg, n = self.config, self._n
         h = horizon.size
         run = self._run_len[c]
         match = np.zeros(c.size)
         edges = np.flatnonzero(np.diff(horizon)) + 1
         for a, b in zip(np.concatenate([[0], edges]), np.concatenate([edges, [h]]), strict=True):
-            cum = self._cum[int(horizon[a])]
+            mode = int(horizon[a])
             length = np.clip(np.minimum(b, run) - a, 0, None)
             s = np.minimum(c + a, n)
-            match += cum[np.minimum(s + length, n)] - cum[s] + 0.5 * (b - a - length)  # beyond a run: unknown
+            e = np.minimum(s + length, n)
+            rest = b - a - length  # beyond a run: unknown, taken as the footage's average
+            cum = self._cum[mode]
+            match += cfg.label_weight * (cum[e] - cum[s] + 0.5 * rest)
+            act = self._cum_act[e] - self._cum_act[s] + self._mean_act * rest
+            weight = cfg.energy_weight * float(drive[a:b].mean()) if mode == SPEAK else -cfg.calm_weight
+            match += weight * act
+        # then where the run can lead, as wanted by the horizon's last mode
+        future = np.where(run > h, self._future[mode][np.minimum(c + h, n - 1)], self._mean_act)
+        match += cfg.future_weight * h * weight * future
         now = self._emitted + len(self._queue)
         probe = c[:, None] + np.minimum([0, h // 2, h - 1], run[:, None] - 1)
         recent = np.exp((self._seen[probe] - now) / cfg.revisit_memory).mean(axis=1)
