@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph, detect_cuts
+from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph
+from livedh.avatar.motion_labels import Appearance, appearance_features, detect_cuts
 
 
 def synthetic_footage(
@@ -71,23 +72,28 @@ def _motion_step(paths: list[Path], fps: int, stride: int, workers: int) -> tupl
     """Seconds of cuts, pose and graph as the build runs them, and a line about the result."""
     import cv2
 
-    from livedh.avatar.motion_build import _prefetch, _thumb, strided_poses
+    from livedh.avatar.motion_build import _prefetch, cut_thumbs, small_grey, strided_poses
     from livedh.avatar.pose import PoseTracker
 
     h, w = cv2.imread(str(paths[0])).shape[:2]
     t0, c0 = time.perf_counter(), time.process_time()
-    thumbs = np.stack(list(_prefetch(_thumb, paths, lambda n: None, depth=32, workers=2)))
-    cuts = detect_cuts(thumbs)
+    grey = np.stack(
+        list(_prefetch(lambda p: small_grey(p, max(w, h)), paths, lambda n: None, depth=32, workers=2))
+    )
+    cuts = detect_cuts(cut_thumbs(grey))
     t1, c1 = time.perf_counter(), time.process_time()
     reduce = 4 if max(w, h) >= 2560 else 2 if max(w, h) >= 1280 else 1
     kp, vis = strided_poses(paths, cuts, stride, PoseTracker, reduce=reduce, workers=workers)
     t2, c2 = time.perf_counter(), time.process_time()
     boxes = np.tile([w * 0.4, h * 0.1, w * 0.6, h * 0.45], (len(paths), 1))  # a still face box
-    graph = build_motion_graph(kp, vis, boxes, cuts, MotionGraphConfig())
+    looks = appearance_features(grey, kp, vis, frame_width=w)
+    graph = build_motion_graph(kp, vis, boxes, cuts, MotionGraphConfig(), appearance=looks)
     t3, c3 = time.perf_counter(), time.process_time()
+    pose_only = build_motion_graph(kp, vis, boxes, cuts, MotionGraphConfig())
     about = (
         f"{len(paths)} frames {w}x{h}: cuts at {cuts.tolist()}, keypoints visible {100 * vis.mean():.0f}%, "
-        f"kept {graph.nodes.size} frames, {graph.n_transitions} transitions, "
+        f"kept {graph.nodes.size} frames, {graph.n_transitions} transitions (pose only: "
+        f"{pose_only.nodes.size} frames, {pose_only.n_transitions}), "
         f"gesture {100 * graph.gesture.mean():.0f}%; CPU seconds (all threads): cuts {c1 - c0:.1f}, "
         f"pose {c2 - c1:.1f}, graph {c3 - c2:.1f}"
     )
@@ -135,7 +141,14 @@ def main() -> None:
         t0 = time.perf_counter()
         graph = build_motion_graph(kp, visible, boxes, cuts, cfg)
         times.append(time.perf_counter() - t0)
-    thumbs = np.random.default_rng(1).integers(0, 255, (kp.shape[0], 48, 48), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    # appearance: a frame and two hand descriptors per frame drifting slowly, hands out as keypoints are
+    drift = np.cumsum(rng.normal(0, 0.02, (kp.shape[0], 3, 144)), axis=0).astype(np.float32)
+    looks = Appearance(1.0 + drift, np.c_[np.ones(len(kp), bool), visible[:, 15], visible[:, 16]])
+    t0 = time.perf_counter()
+    with_looks = build_motion_graph(kp, visible, boxes, cuts, cfg, appearance=looks)
+    t_looks = time.perf_counter() - t0
+    thumbs = rng.integers(0, 255, (kp.shape[0], 48, 48), dtype=np.uint8)
     t0 = time.perf_counter()
     detect_cuts(thumbs)
     t_cuts = time.perf_counter() - t0
@@ -150,6 +163,11 @@ def main() -> None:
         f"  kept {graph.nodes.size}/{t_n} frames, {graph.n_transitions} transitions "
         f"({graph.n_transitions / max(graph.nodes.size, 1):.1f} per frame), "
         f"gesture {100 * graph.gesture.mean():.0f}% of frames",
+        flush=True,
+    )
+    print(
+        f"  with appearance (3 x 144): build {t_looks:.2f} s (x{t_looks / min(times):.1f} pose only), kept "
+        f"{with_looks.nodes.size} frames, {with_looks.n_transitions} transitions",
         flush=True,
     )
     if args.pose:

@@ -30,6 +30,7 @@ from livedh.avatar.motion_graph import (
     build_motion_graph,
     join_spans,
 )
+from livedh.avatar.motion_labels import Appearance
 from livedh.avatar.pose import NUM_KEYPOINTS, PoseResult
 from livedh.avatar.video import VideoAvatar, write_video_avatar
 from livedh.errors import InvalidInputError
@@ -158,6 +159,8 @@ def test_build_motion_writes_graph_action_and_manifest(avatar: Path) -> None:
     assert manifest.format_version == 2 and manifest.motion == entry and manifest.frame_count == N
     with np.load(avatar / "motion/poses.npz") as z:
         assert z["keypoints"].shape == (N, NUM_KEYPOINTS, 2) and z["visible"].shape == (N, NUM_KEYPOINTS)
+        assert z["appearance"].shape[:2] == z["appearance_present"].shape == (N, 3)  # frame, 2 hands
+        assert np.isfinite(z["appearance"]).all() and z["appearance_present"][:, 0].all()
     assert np.load(avatar / "motion/speech.npy").shape == (N,)  # no audio.wav: all silent
     loaded = VideoAvatar.load(avatar)
     assert loaded.motion is not None
@@ -194,6 +197,27 @@ def test_join_spans_keeps_a_clip_the_graph_would_drop() -> None:
     assert all(t not in range(80, 100) for t in joined.successors(99))
     with pytest.raises(InvalidInputError, match="outside"):
         join_spans(graph, kp, vis, [(90, 101)])
+
+
+def test_join_spans_prefers_frames_that_look_alike() -> None:
+    t = np.arange(100)
+    centre = np.stack([100 + 40 * np.sin(2 * np.pi * t / 25), 100 + 20 * np.cos(2 * np.pi * t / 25)], 1)
+    centre[80:] = np.stack([100 + 3 * (t[80:] - 80), np.full(20, 60.0)], 1)  # as above
+    kp = (centre[:, None] + OFFSETS[None]).astype(np.float32)
+    vis = np.ones((100, NUM_KEYPOINTS), bool)
+    boxes = np.tile([80.0, 20.0, 180.0, 120.0], (100, 1))
+    graph = build_motion_graph(kp, vis, boxes, np.array([80]), MotionGraphConfig())
+    features = np.zeros((100, 3, 16), np.float32)
+    features[:50, 1] = 1.0  # frames 0-49 hold a prop in the left hand; the clip 80-99 does not
+    looks = Appearance(features, np.ones((100, 3), bool))
+    plain = join_spans(graph, kp, vis, [(80, 100)], k=3, face_boxes=boxes)
+    joined = join_spans(graph, kp, vis, [(80, 100)], k=3, face_boxes=boxes, appearance=looks)
+    before = [i for i in range(80) if 80 in plain.successors(i)]
+    sources = [i for i in range(80) if 80 in joined.successors(i)]
+    assert min(before) < 50 and len(sources) == 3 and min(sources) >= 50  # pose alone picks a prop frame
+    dist = np.linalg.norm(centre[50:80] - centre[80], axis=1)
+    assert np.linalg.norm(centre[sources] - centre[80], axis=1).max() <= np.sort(dist)[2] + 1e-3
+    assert all(t >= 50 for t in joined.successors(99) if t < 80)
 
 
 def _to_format_1(avatar: Path) -> None:

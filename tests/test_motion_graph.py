@@ -14,8 +14,12 @@ from livedh.avatar.motion_graph import (
     TRANSITION,
     MotionGraph,
     MotionGraphConfig,
-    body_scale,
     build_motion_graph,
+)
+from livedh.avatar.motion_labels import (
+    Appearance,
+    appearance_features,
+    body_scale,
     detect_cuts,
     label_spans,
     motion_energy,
@@ -80,6 +84,60 @@ def test_transitions_exactly_between_matching_frames() -> None:
     g = build_motion_graph(*_three_shots(), CFG)
     assert _transitions(g) == _expected_three_shots()
     _assert_strongly_connected(g)
+
+
+def _grey_frames(kp: np.ndarray, vis: np.ndarray, prop: np.ndarray) -> np.ndarray:
+    """128 px grey pictures of ``kp`` (frame pixels / 8): a dark disc on each visible hand, and a
+    bright block (a prop) in the left hand of the frames where ``prop``."""
+    frames = np.full((kp.shape[0], 128, 128), 120, np.uint8)
+    for t, frame in enumerate(frames):
+        frame[:, :] += (np.arange(128) // 16).astype(np.uint8)[None, :]  # a background, not flat
+        for c, hand in enumerate(((15, 17, 19, 21), (16, 18, 20, 22))):
+            if vis[t, hand].any():
+                x, y = (kp[t, hand].mean(axis=0) / 8).round().astype(int).tolist()
+                cv2.circle(frame, (x, y), 3, 60, -1)
+                if c == 0 and prop[t]:
+                    cv2.rectangle(frame, (x - 3, y - 6), (x + 3, y + 6), 230, -1)
+    return frames
+
+
+def _a_to_c(g: MotionGraph) -> set[tuple[int, int]]:
+    return {(i, t) for i, t in _transitions(g) if (i < 50) != (t < 50)}
+
+
+def test_appearance_keeps_look_alikes_and_drops_a_prop_in_one_hand() -> None:
+    kp, vis, boxes, cuts = _three_shots(k=23)  # C (100..149) is A's poses again
+    same = appearance_features(_grey_frames(kp, vis, np.zeros(150, bool)), kp, vis, frame_width=1024)
+    g = build_motion_graph(kp, vis, boxes, cuts, CFG, appearance=same)
+    assert _transitions(g) == _expected_three_shots()  # same poses, same pictures: as pose-only
+    prop = np.zeros(150, bool)
+    prop[125:] = True  # the second half of C holds a prop; its poses are A's all the same
+    looks = appearance_features(_grey_frames(kp, vis, prop), kp, vis, frame_width=1024)
+    g = build_motion_graph(kp, vis, boxes, cuts, CFG, appearance=looks)
+    found = _a_to_c(g)
+    assert not {(i, t) for i, t in found if max(i, t) >= 125 + CFG.window}  # no double exposure
+    clear = {(i, t) for i, t in _expected_three_shots() if max(i, t) < 125 - CFG.window}
+    assert clear and clear <= found  # while the frames without a prop keep theirs
+    _assert_strongly_connected(g)
+
+
+def test_appearance_drops_pose_matches_with_a_hand_out_of_view_in_one_frame() -> None:
+    kp, vis, boxes, cuts = _three_shots(k=23)
+    vis[100:, 15:] = False  # C: the same pose, but the hands are out of the frame
+    grey = _grey_frames(kp, vis, np.zeros(150, bool))
+    assert _a_to_c(build_motion_graph(kp, vis, boxes, cuts, CFG))  # the pose rule alone allows it
+    looks = appearance_features(grey, kp, vis, frame_width=1024)
+    assert looks.present[:100, 1:].all() and not looks.present[100:, 1:].any()
+    assert not _a_to_c(build_motion_graph(kp, vis, boxes, cuts, CFG, appearance=looks))
+
+
+def test_appearance_must_cover_the_frames() -> None:
+    kp, vis, boxes, cuts = _three_shots(k=23)
+    bad = Appearance(np.zeros((149, 3, 4), np.float32), np.ones((149, 3), bool))
+    with pytest.raises(InvalidInputError, match="appearance"):
+        build_motion_graph(kp, vis, boxes, cuts, CFG, appearance=bad)
+    with pytest.raises(InvalidInputError, match="appearance"):
+        MotionGraphConfig(appearance_tol=0.0)
 
 
 def test_cuts_are_never_crossed_by_natural_edges_and_dead_shot_is_dropped() -> None:

@@ -172,7 +172,23 @@ def test_source_speech_counts_as_speaking_footage() -> None:
     lib = MotionLibrary(g, speech, ())
     quiet = [x.index for x in walk(MotionPlanner(lib, seed=4), QUIET_LV, 1500)]
     loud = [x.index for x in walk(MotionPlanner(lib, seed=4), LOUD_LV, 1500)]
-    assert speech[loud].mean() > 0.8 and speech[quiet].mean() < 0.05
+    # labels weigh less than motion energy now (PlannerConfig.label_weight), and this sway's energy
+    # does not follow them: still mostly the source's speaking footage
+    assert speech[loud].mean() > 0.7 and speech[quiet].mean() < 0.05
+
+
+def test_speaking_picks_energetic_footage_and_listening_calm_without_labels() -> None:
+    """With no gesture or speech labels at all, the footage's own motion energy decides: speech
+    gets the arm swings, listening the sway, whatever the footage's scale."""
+    for scale in (1.0, 7.0):
+        g = synthetic_graph(600, gestures=((150, 250), (400, 480)))
+        g = dataclasses.replace(g, gesture=np.zeros(600, bool), energy=(g.energy * scale).astype(np.float32))
+        lib = MotionLibrary(g, np.zeros(g.n_frames, bool), ())
+        quiet = [x.index for x in walk(MotionPlanner(lib, seed=5), QUIET_LV, 1500)]
+        loud = [x.index for x in walk(MotionPlanner(lib, seed=5), LOUD_LV, 1500)]
+        e_quiet, e_loud = g.energy[quiet].mean(), g.energy[loud].mean()
+        assert e_loud > 3.0 * e_quiet
+        assert e_quiet < np.quantile(g.energy, 0.5) < e_loud
 
 
 def test_pauses_in_speech_are_calm_and_short_gaps_are_not(library: MotionLibrary) -> None:
@@ -255,8 +271,9 @@ def test_interrupt_drops_a_pending_action(library: MotionLibrary) -> None:
     walk(p, QUIET_LV, 10)
     p.request_action("bye")
     p.interrupt()
-    picks = walk(p, QUIET_LV, 200)
-    assert run_of(picks, 420, 450) == -1
+    for _ in range(200):  # (the idle walk may still pass through the clip's calm footage on its own)
+        p.next(QUIET_LV)
+        assert ACTION not in p.plan_modes
 
 
 def test_action_outside_the_graph_is_refused() -> None:

@@ -41,7 +41,8 @@ from livedh.avatar.format import (
 )
 from livedh.avatar.motion import GRAPH_FILE, MOTION_DIR, MOTION_VERSION, POSES_FILE, SPEECH_FILE
 from livedh.avatar.motion_actions import ActionSpec, Footage, add_actions, link_tree, own_footage
-from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph, detect_cuts, join_spans
+from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph, join_spans
+from livedh.avatar.motion_labels import appearance_features, detect_cuts
 from livedh.avatar.pose import NUM_KEYPOINTS, PoseResult, PoseTracker
 from livedh.avatar.video import clip_mouth_box
 from livedh.errors import InvalidInputError
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: side of the grey thumbnails cut detection compares
 _THUMB = 64
+#: least long side of the grey frames kept for cuts and appearance (a hand patch is then >= 10 px)
+_GREY = 128
 #: the filmed person speaks where a frame's loudness is within this factor of the clip's loud level
 _SPEECH_REL = 0.1
 #: ... and above this absolute RMS (about -50 dBFS): a silent track has no speech
@@ -170,21 +173,24 @@ def _motion_files(
     n = footage.n
     paths = [tmp / frame_file(i) for i in range(n)]
     t = time.monotonic()
+    side = max(manifest.width, manifest.height)
     with report.step("cuts", n) as advance:
-        thumbs = np.stack(list(_prefetch(_thumb, paths, advance, depth=32, workers=2)))
-    cuts = np.union1d(detect_cuts(thumbs), np.asarray(footage.joins, dtype=np.int64)).astype(np.int64)
+        grey = np.stack(list(_prefetch(lambda p: small_grey(p, side), paths, advance, depth=32, workers=2)))
+    cuts = np.union1d(detect_cuts(cut_thumbs(grey)), np.asarray(footage.joins, dtype=np.int64))
+    cuts = cuts.astype(np.int64)
     seconds["cuts"] = time.monotonic() - t
     t = time.monotonic()
-    side = max(manifest.width, manifest.height)
     reduce = 4 if side >= 2560 else 2 if side >= 1280 else 1
     keypoints, visible = _cached_poses(paths, cuts, stride, tracker, cache_dir, report, reduce)
     seconds["pose"] = time.monotonic() - t
     t = time.monotonic()
     speech = speech_frames(footage.audio, n, manifest.fps)
     with report.step("motion graph", 1) as advance:
-        graph = build_motion_graph(keypoints, visible, footage.boxes, cuts, config)
+        looks = appearance_features(grey, keypoints, visible, frame_width=manifest.width)
+        graph = build_motion_graph(keypoints, visible, footage.boxes, cuts, config, appearance=looks)
         if spans:
-            graph = join_spans(graph, keypoints, visible, list(spans.values()), face_boxes=footage.boxes)
+            graph = join_spans(graph, keypoints, visible, list(spans.values()), face_boxes=footage.boxes,
+                               appearance=looks, config=config)  # fmt: skip
         advance(1)
     seconds["graph"] = time.monotonic() - t
     summary: dict[str, Any] = {
@@ -203,17 +209,30 @@ def _motion_files(
         return None, summary
     (tmp / MOTION_DIR).mkdir(exist_ok=True)
     with atomic_file(tmp / POSES_FILE) as path, open(path, "wb") as f:
-        np.savez_compressed(f, keypoints=keypoints.astype(np.float32), visible=visible.astype(bool))
+        np.savez_compressed(
+            f, keypoints=keypoints.astype(np.float32), visible=visible.astype(bool),
+            appearance=looks.features.astype(np.float16), appearance_present=looks.present,
+        )  # fmt: skip
     graph.save(tmp / GRAPH_FILE)
     save_array(tmp / SPEECH_FILE, speech.astype(bool))
     return {"version": MOTION_VERSION, "actions": {k: list(v) for k, v in spans.items()}}, summary
 
 
-def _thumb(path: Path) -> np.ndarray:
-    gray = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+def small_grey(path: Path, side: int) -> np.ndarray:
+    """The frame in grey, decoded at 1/2, 1/4 or 1/8 of its size (``side``: its long side) so that
+    its long side is ``_GREY`` to twice that (JPEG's reduced decoding is the cheap part of a read)."""
+    reduce = next(r for r in (8, 4, 2, 1) if side >= r * _GREY or r == 1)
+    flag = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+            2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 1: cv2.IMREAD_GRAYSCALE}[reduce]  # fmt: skip
+    gray = cv2.imread(str(path), flag)
     if gray is None:
         raise InvalidInputError(f"{path.name}: not a readable image")
-    return cv2.resize(gray, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def cut_thumbs(grey: np.ndarray) -> np.ndarray:
+    """(T, 64, 64) thumbnails of :func:`small_grey` frames for :func:`detect_cuts`."""
+    return np.stack([cv2.resize(g, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA) for g in grey])
 
 
 def _prefetch(

@@ -4,8 +4,11 @@ Nodes are footage frames. A *natural* edge plays on (``i -> i+1``) unless a scen
 a *transition* edge ``i -> j`` jumps to a frame whose pose is as close to ``i`` as ``i``'s own
 neighbours up to ``window`` frames away are (TANGO, ICLR 2025: per-node thresholds; at least 80% of
 the keypoints close in both position and velocity), and whose face box is close enough to ``i``'s that
-the lip crop stays aligned. Only the largest strongly connected component is kept, so a walk on the
-graph never reaches a dead end. Frames are also labelled idle or gesture by motion energy.
+the lip crop stays aligned, and whose picture is as close to ``i``'s as its neighbours' are (the
+whole frame and each hand, see livedh/avatar/motion_labels.py: a pose match with a prop in one
+frame only would cross-fade into a double exposure). Only the largest strongly connected component
+is kept, so a walk on the graph never reaches a dead end. Frames are also labelled idle or gesture
+by motion energy (livedh/avatar/motion_labels.py).
 
 Everything is vectorised numpy: a 60 s, 25 fps clip builds in well under a second on one core.
 """
@@ -21,6 +24,19 @@ import numpy as np
 from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
 from scipy.sparse.csgraph import connected_components
 
+from livedh.avatar.motion_labels import (
+    Appearance,
+    Looks,
+    appearance_distance,
+    appearance_limits,
+    appearance_pairs,
+    body_scale,
+    face_geometry,
+    label_spans,
+    motion_energy,
+    shot_ids,
+    sqdist,
+)
 from livedh.errors import InvalidInputError
 from livedh.files import atomic_file
 
@@ -44,6 +60,14 @@ class MotionGraphConfig:
     face_center_tol: float = 0.1
     #: larger / smaller face box size may be at most this ratio
     face_size_tol: float = 1.1
+    #: appearance (when given): each hand region's distance may be this many times the largest to
+    #: the frame's own neighbours up to ``window`` away ...
+    appearance_tol: float = 1.5
+    #: ... the same for the whole frame, looser: a body in motion changes the whole picture more
+    #: from frame to frame than two frames on either side of a jump cut with the same pose do
+    appearance_frame_tol: float = 3.0
+    #: ... or this RMS difference (grey levels over the frame's mean), whichever is larger (still frames)
+    appearance_floor: float = 0.06
     #: most transition edges kept per node (the closest poses); bounds memory on long footage
     max_transitions: int = 200
     #: memory bound of one block of the pairwise comparison
@@ -70,6 +94,8 @@ class MotionGraphConfig:
             raise InvalidInputError("motion graph: window >= 1, 0 < fraction <= 1, min_common >= 1")
         if self.face_center_tol < 0 or self.face_size_tol < 1.0 or self.max_transitions < 1:
             raise InvalidInputError("motion graph: face tolerances must be >= 0 / >= 1, max_transitions >= 1")
+        if min(self.appearance_tol, self.appearance_frame_tol) <= 0 or self.appearance_floor < 0:
+            raise InvalidInputError("motion graph: appearance_tol > 0 and appearance_floor >= 0")
         if not self.gesture_low <= self.gesture_high or self.energy_smooth < 1 or self.min_span < 1:
             raise InvalidInputError("motion graph: gesture_low <= gesture_high, energy_smooth/min_span >= 1")
 
@@ -175,14 +201,6 @@ def _from_parts(version: int, n_frames: int, parts: dict[str, object]) -> Motion
 # --- building ---------------------------------------------------------------------------------------
 
 
-def shot_ids(n_frames: int, cuts: np.ndarray) -> np.ndarray:
-    """Shot number of each frame: it increases by one at each cut (cut = first frame of a new shot)."""
-    starts = np.zeros(n_frames, dtype=np.int64)
-    c = np.asarray(cuts, dtype=np.int64).reshape(-1)
-    starts[c[(c > 0) & (c < n_frames)]] = 1
-    return np.cumsum(starts)
-
-
 def _velocities(p: np.ndarray, vis: np.ndarray, shot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Backward difference within a shot; the first frame of a shot takes the forward difference."""
     v = np.zeros_like(p)
@@ -197,13 +215,6 @@ def _velocities(p: np.ndarray, vis: np.ndarray, shot: np.ndarray) -> tuple[np.nd
     v[:-1][first[:-1]] = v[1:][first[:-1]]
     ok[first] = fwd_ok[first]
     return v, ok
-
-
-def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared 2-D distance over the last axis; one formula everywhere so equal poses tie exactly."""
-    dx = a[..., 0] - b[..., 0]
-    dy = a[..., 1] - b[..., 1]
-    return dx * dx + dy * dy
 
 
 def _thresholds(
@@ -221,23 +232,13 @@ def _thresholds(
         t = slice(lo, hi)
         n = slice(lo + d, hi + d)
         same = (shot[t] == shot[n])[:, None]
-        dp = np.where(same & pos_ok[t] & pos_ok[n], _sqdist(p[t], p[n]), -np.inf)
-        dv = np.where(same & vel_ok[t] & vel_ok[n], _sqdist(v[t], v[n]), -np.inf)
+        dp = np.where(same & pos_ok[t] & pos_ok[n], sqdist(p[t], p[n]), -np.inf)
+        dv = np.where(same & vel_ok[t] & vel_ok[n], sqdist(v[t], v[n]), -np.inf)
         np.maximum(thr_p[t], dp, out=thr_p[t])
         np.maximum(thr_v[t], dv, out=thr_v[t])
     thr_p[np.isneginf(thr_p)] = np.nan
     thr_v[np.isneginf(thr_v)] = np.nan
     return thr_p, thr_v
-
-
-def _face_ok(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Face box centres, sizes (sqrt of the area) and validity (no face: no transitions)."""
-    b = np.asarray(boxes, dtype=np.float64)
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    valid = np.isfinite(b).all(axis=1) & (w > 0) & (h > 0)
-    size = np.sqrt(np.where(valid, w * h, 1.0))
-    centre = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
-    return np.where(valid[:, None], centre, 0.0), size, valid
 
 
 _Face = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -251,6 +252,7 @@ def _transition_block(
     thr: tuple[np.ndarray, np.ndarray],
     face: _Face,
     cfg: MotionGraphConfig,
+    looks: Looks | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Transition targets of the frames in ``rows`` against all frames: (sources, targets)."""
     usable_i, usable_j = usable
@@ -261,18 +263,20 @@ def _transition_block(
     # cheap (B, T) pair rules first: jump length and face box alignment
     pair = np.abs(i[:, None] - np.arange(t_n)[None, :]) > cfg.window
     ratio = size[i, None] / size[None, :]
-    pair &= np.sqrt(_sqdist(centre[i, None], centre[None])) <= cfg.face_center_tol * size[i, None]
+    pair &= np.sqrt(sqdist(centre[i, None], centre[None])) <= cfg.face_center_tol * size[i, None]
     pair &= (ratio <= cfg.face_size_tol) & (ratio >= 1.0 / cfg.face_size_tol)
     pair &= face_valid[i, None] & face_valid[None, :]
+    if looks is not None:
+        pair &= appearance_pairs(rows, *looks)
     # positions over the whole block, (B, T, K); velocities only for pairs whose positions pass
     common = usable_i[rows, None, :] & usable_j[None, :, :]
-    dp = _sqdist(p[rows, None], p[None])
+    dp = sqdist(p[rows, None], p[None])
     close = common & (dp <= thr_p[rows, None])
     n_common = common.sum(axis=2)
     need = np.ceil(cfg.fraction * n_common - 1e-9)
     b, dst = np.nonzero(pair & (n_common >= cfg.min_common) & (close.sum(axis=2) >= need))
     src = b + rows.start
-    close_v = close[b, dst] & (_sqdist(v[src], v[dst]) <= thr_v[src])
+    close_v = close[b, dst] & (sqdist(v[src], v[dst]) <= thr_v[src])
     ok = close_v.sum(axis=1) >= need[b, dst]
     b, src, dst = b[ok], src[ok], dst[ok]
     counts = np.bincount(b, minlength=i.size)
@@ -312,13 +316,15 @@ def build_motion_graph(
     face_boxes: np.ndarray,
     cuts: np.ndarray,
     config: MotionGraphConfig,
+    appearance: Appearance | None = None,
 ) -> MotionGraph:
     """Builds the pruned motion graph of a footage from its poses (see the module docstring).
 
     ``keypoints`` (T, K, 2) in pixels, ``visible`` (T, K); invisible or non-finite keypoints are left
     out of every comparison. ``face_boxes`` (T, 4) as x0, y0, x1, y1; a frame without a valid box gets
     no transition edge. ``cuts`` lists the first frame of each new shot. The result may be empty
-    (``nodes`` empty) when the footage has no loop at all.
+    (``nodes`` empty) when the footage has no loop at all. ``appearance``: the frames' descriptors
+    (:func:`livedh.avatar.motion_labels.appearance_features`); None compares poses only.
     """
     kp = np.asarray(keypoints, dtype=np.float32)
     vis = np.asarray(visible, dtype=bool)
@@ -332,13 +338,21 @@ def build_motion_graph(
     thr_p, thr_v = _thresholds(kp, v, vis, vel_ok, shot, config.window)
     usable_j = vis & vel_ok
     usable_i = usable_j & np.isfinite(thr_p) & np.isfinite(thr_v)
-    face = _face_ok(boxes)
+    face = face_geometry(boxes)
+    looks = None if appearance is None else appearance_limits(appearance, shot, config)
     # a block holds ~6 (B, T, K) float32/bool temporaries
     block = max(1, config.block_bytes // max(1, 6 * 4 * t_n * k_n))
     srcs, dsts = [], []
     for start in range(0, t_n, block):
         s, d = _transition_block(
-            slice(start, min(t_n, start + block)), kp, v, (usable_i, usable_j), (thr_p, thr_v), face, config
+            slice(start, min(t_n, start + block)),
+            kp,
+            v,
+            (usable_i, usable_j),
+            (thr_p, thr_v),
+            face,
+            config,
+            looks,
         )
         srcs.append(s)
         dsts.append(d)
@@ -399,20 +413,24 @@ def join_spans(
     k: int = 8,
     face_boxes: np.ndarray | None = None,
     min_common: int = 5,
+    appearance: Appearance | None = None,
+    config: MotionGraphConfig | None = None,
 ) -> MotionGraph:
     """Joins each span ``[start, end)`` of frames (an action clip, played forward in one go) to the
     graph at its ends: transition edges into ``start`` from the ``k`` frames of the rest of the graph
     whose pose is closest to it, and out of ``end - 1`` to the ``k`` frames closest to that one. The
     span's frames are chained (a cut inside a span becomes a transition, so it is blended). Pose
     distance is the mean keypoint distance over keypoints visible in both frames (at least
-    ``min_common``); the face box centre breaks ties and stands in when poses are missing. Raises
+    ``min_common``); the face box centre breaks ties and stands in when poses are missing. With
+    ``appearance``, frames that also look alike by the graph's rule (``config``'s tolerances) come
+    first, so a clip is entered without a double exposure wherever the footage allows. Raises
     InvalidInputError when a span cannot be joined (no frame of the graph lies outside the spans)."""
     t_n = graph.n_frames
     kp = np.asarray(keypoints, dtype=np.float32)
     vis = np.asarray(visible, dtype=bool) & np.isfinite(kp).all(axis=2)
     if kp.shape[:2] != vis.shape or kp.shape[0] != t_n:
         raise InvalidInputError(f"join_spans: keypoints/visible must cover the graph's {t_n} frames")
-    centre = None if face_boxes is None else _face_ok(np.asarray(face_boxes))[0]
+    centre = None if face_boxes is None else face_geometry(np.asarray(face_boxes))[0]
     in_span = np.zeros(t_n, dtype=bool)
     for start, end in spans:
         if not 0 <= start < end <= t_n:
@@ -424,6 +442,7 @@ def join_spans(
     old_src = np.repeat(np.arange(t_n, dtype=np.int64), np.diff(graph.indptr))
     srcs, dsts, kinds = [old_src], [graph.indices], [graph.kinds.astype(np.int64)]
     shot = shot_ids(t_n, graph.cuts)
+    looks = None if appearance is None else appearance_limits(appearance, shot, config or MotionGraphConfig())
     for start, end in spans:
         if candidates.size == 0 or k < 1:
             raise InvalidInputError(
@@ -431,8 +450,8 @@ def join_spans(
                 "has no loop to come from or go back to"
             )
         chain = np.arange(start, end - 1, dtype=np.int64)
-        into = _closest(kp, vis, centre, start, candidates, k, min_common)
-        out = _closest(kp, vis, centre, end - 1, candidates, k, min_common)
+        into = _closest(kp, vis, centre, start, candidates, k, min_common, looks)
+        out = _closest(kp, vis, centre, end - 1, candidates, k, min_common, looks)
         srcs += [chain, into, np.full(out.size, end - 1)]
         dsts += [chain + 1, np.full(into.size, start), out]
         kinds += [np.where(shot[chain] == shot[chain + 1], NATURAL, TRANSITION),
@@ -456,138 +475,18 @@ def _closest(
     cands: np.ndarray,
     k: int,
     min_common: int,
+    looks: Looks | None,
 ) -> np.ndarray:
-    """The ``k`` candidates whose pose is closest to frame ``ref``'s (see :func:`join_spans`)."""
+    """The ``k`` candidates whose pose is closest to frame ``ref``'s, those that look like it first
+    (see :func:`join_spans`)."""
     common = vis[cands] & vis[ref][None, :]
     n_common = common.sum(axis=1)
-    dist = np.sqrt(_sqdist(kp[cands], kp[ref][None]))
+    dist = np.sqrt(sqdist(kp[cands], kp[ref][None]))
     pose = np.where(n_common >= min_common, (dist * common).sum(axis=1) / np.maximum(n_common, 1), np.inf)
-    face = np.zeros(cands.size) if centre is None else np.sqrt(_sqdist(centre[cands], centre[ref][None]))
-    order = np.lexsort((cands, face, pose))
+    face = np.zeros(cands.size) if centre is None else np.sqrt(sqdist(centre[cands], centre[ref][None]))
+    unlike = np.zeros(cands.size, dtype=bool)
+    if looks is not None:
+        app, limit, _ = looks
+        unlike = ~(appearance_distance(app, cands, np.full(cands.size, ref)) <= limit[ref]).all(axis=1)
+    order = np.lexsort((cands, face, pose, unlike))
     return cands[order[:k]].astype(np.int64)
-
-
-# --- cuts and motion energy -------------------------------------------------------------------------
-
-
-def detect_cuts(
-    frames_small: np.ndarray,
-    *,
-    abs_threshold: float = 30.0,
-    rel_threshold: float = 6.0,
-    spike: float = 4.0,
-    spike_min: float = 4.0,
-    chunk: int = 512,
-) -> np.ndarray:
-    """First frames of new shots in grayscale thumbnails (T, h, w) uint8: the mean absolute
-    difference to the previous frame exceeds ``rel_threshold`` times the footage's own median
-    difference (so fast motion is not a cut) and either ``abs_threshold`` grey levels (a scene
-    change) or, for a jump cut in front of the same background, ``spike_min`` grey levels and
-    ``spike`` times every difference within two frames of it (motion is sustained, a cut is not)."""
-    f = np.asarray(frames_small)
-    if f.ndim != 3:
-        raise InvalidInputError("detect_cuts: frames must be (T, h, w) grayscale")
-    if f.shape[0] < 2:
-        return np.zeros(0, dtype=np.int64)
-    diffs = []
-    for lo in range(1, f.shape[0], chunk):  # bounded int16 temporaries
-        hi = min(f.shape[0], lo + chunk)
-        d = np.abs(f[lo:hi].astype(np.int16) - f[lo - 1 : hi - 1].astype(np.int16))
-        diffs.append(d.mean(axis=(1, 2)))
-    diff = np.concatenate(diffs)
-    relative = rel_threshold * float(np.median(diff))
-    padded = np.pad(diff, 2)
-    near = np.max([padded[k : k + diff.size] for k in (0, 1, 3, 4)], axis=0)  # 2 frames each side
-    jump = (diff > spike_min) & (diff > spike * near)
-    return (np.nonzero((diff > relative) & ((diff > abs_threshold) | jump))[0] + 1).astype(np.int64)
-
-
-def motion_energy(
-    keypoints: np.ndarray, visible: np.ndarray, *, cuts: np.ndarray | None = None, smooth: int = 5
-) -> np.ndarray:
-    """Mean keypoint speed (units per frame) of each frame, over the keypoints visible in it and the
-    frame before (not across a cut), then a centred moving average of ``smooth`` frames. Frames
-    with no measurable keypoint take the value interpolated from their neighbours."""
-    kp = np.asarray(keypoints, dtype=np.float64)
-    vis = np.asarray(visible, dtype=bool) & np.isfinite(kp).all(axis=2)
-    t_n = vis.shape[0]
-    if t_n == 0:
-        return np.zeros(0)
-    shot = shot_ids(t_n, np.zeros(0) if cuts is None else cuts)
-    ok = np.zeros(vis.shape, dtype=bool)
-    ok[1:] = vis[1:] & vis[:-1] & (shot[1:] == shot[:-1])[:, None]
-    speed = np.zeros(vis.shape)
-    step = np.where(ok[1:, :, None], kp[1:] - np.where(vis[:-1, :, None], kp[:-1], 0.0), 0.0)
-    speed[1:] = np.sqrt((step**2).sum(axis=2))
-    count = ok.sum(axis=1)
-    has = count > 0
-    if not has.any():
-        return np.zeros(t_n)
-    raw = np.where(has, speed.sum(axis=1) / np.maximum(count, 1), 0.0)
-    raw = np.interp(np.arange(t_n), np.nonzero(has)[0], raw[has])
-    kernel = np.ones(smooth) / smooth
-    padded = np.pad(raw, (smooth // 2, smooth - 1 - smooth // 2), mode="edge")
-    return np.convolve(padded, kernel, mode="valid")
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run-length encoding of a bool array: starts, lengths, values."""
-    change = np.nonzero(mask[1:] != mask[:-1])[0] + 1
-    starts = np.concatenate([[0], change])
-    lengths = np.diff(np.concatenate([starts, [mask.size]]))
-    return starts, lengths, mask[starts]
-
-
-#: Pose's shoulders (the same positions in pose.UPPER_BODY's 23 points and Pose's own 33)
-_SHOULDERS = (11, 12)
-#: a shoulder width is about this many face boxes (the lip crop is about a face wide)
-_SHOULDERS_PER_FACE = 2.5
-
-
-def body_scale(keypoints: np.ndarray, visible: np.ndarray, face_boxes: np.ndarray | None = None) -> float:
-    """The filmed person's size in pixels: the median shoulder width over the frames where both
-    shoulders are visible, or, where that is under a quarter of the frames, ``_SHOULDERS_PER_FACE``
-    times the median face box size (sqrt of its area). 0.0 when neither is known."""
-    kp = np.asarray(keypoints, dtype=np.float64)
-    vis = np.asarray(visible, dtype=bool)
-    if kp.ndim == 3 and kp.shape[1] > max(_SHOULDERS):
-        both = vis[:, _SHOULDERS[0]] & vis[:, _SHOULDERS[1]] & np.isfinite(kp[:, _SHOULDERS]).all(axis=(1, 2))
-        if both.size and both.mean() >= 0.25:
-            width = np.sqrt(_sqdist(kp[both, _SHOULDERS[0]], kp[both, _SHOULDERS[1]]))
-            return float(np.median(width))
-    if face_boxes is not None and len(face_boxes):
-        _, size, valid = _face_ok(np.asarray(face_boxes))
-        if valid.any():
-            return _SHOULDERS_PER_FACE * float(np.median(size[valid]))
-    return 0.0
-
-
-def label_spans(energy: np.ndarray, config: MotionGraphConfig, *, scale: float = 0.0) -> np.ndarray:
-    """Gesture (True) vs idle per frame, with hysteresis between thresholds set from the footage's
-    own energy distribution, gesture spans shorter than ``min_span`` dropped and short idle gaps
-    between gestures filled. ``scale``: the person's shoulder width in the energy's units (see
-    :func:`body_scale`); it sets the absolute floor ``config.gesture_floor * scale`` under which
-    nothing is a gesture, so a still or barely moving person is all idle (0: no floor)."""
-    e = np.asarray(energy, dtype=np.float64)
-    if e.size == 0:
-        return np.zeros(0, dtype=bool)
-    idle, active = np.quantile(e, [config.idle_quantile, config.active_quantile])
-    floor = config.gesture_floor * max(scale, 0.0)
-    if active <= 0 or active < config.min_contrast * max(idle, 1e-9) or active < floor:
-        return np.zeros(e.size, dtype=bool)  # no gestures worth the name in this footage
-    high = max(idle + config.gesture_high * (active - idle), floor)
-    low_floor = floor * config.gesture_low / max(config.gesture_high, 1e-9)  # the same hysteresis ratio
-    low = min(high, max(idle + config.gesture_low * (active - idle), low_floor))
-    # hysteresis, vectorised: the latest threshold crossed decides (forward fill of +1 / -1 marks)
-    mark = np.where(e > high, 1, np.where(e < low, -1, 0))
-    idx = np.where(mark != 0, np.arange(e.size), 0)
-    np.maximum.accumulate(idx, out=idx)
-    gesture = mark[idx] == 1  # before the first mark, idx is 0 and mark[0] is 0 or its own verdict
-    for value in (True, False):  # drop short gestures, then fill short idle gaps between gestures
-        starts, lengths, values = _runs(gesture)
-        short = (values == value) & (lengths < config.min_span)
-        if not value:
-            short &= (starts > 0) & (starts + lengths < e.size)  # only gaps between two gestures
-        for s, n in zip(starts[short], lengths[short], strict=True):
-            gesture[s : s + n] = not value
-    return gesture

@@ -9,10 +9,14 @@ frames and the weight; footage.py does the optical-flow blend).
 Each planned frame has a *mode*: speaking (the loudness around it is high) or quiet (listening,
 pauses). At every frame where a jump is allowed (``min_gap`` frames after the last one), each
 successor is scored by how well the run of footage that follows it matches the modes of the
-upcoming frames (gesture or speaking footage for speech, idle footage for quiet: prefix sums
-along natural runs, so scoring is a few numpy operations), minus a penalty for footage shown
-recently (no visible period), a penalty for jumping, a growing penalty for playing on too long,
-plus seeded noise. When the loudness the planner is given changes the mode of an already planned
+upcoming frames: its motion energy (graph.energy on the footage's own quantile scale) high under
+speech, the louder the higher, and low in pauses and listening; its labels (gesture or speaking
+footage for speech, idle footage for quiet), which weigh less; and where the footage can lead on
+after the horizon (a value iteration over the graph, once per planner). Prefix sums along
+natural runs make scoring a few numpy operations. Minus a penalty for footage shown recently,
+a prohibitive one for repeating a run of ``repeat_window`` frames already shown (planner_runs.py:
+no visible period), a penalty for jumping, a growing penalty for playing on too long, plus
+seeded noise. When the loudness the planner is given changes the mode of an already planned
 frame (speech starts, a barge-in silences it), the plan is dropped from that frame and replanned
 at once. Everything is seeded; no wall clock.
 """
@@ -23,15 +27,18 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
 from scipy.sparse.csgraph import breadth_first_order
 
 from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
 from livedh.avatar.motion_graph import NATURAL, MotionGraph
+from livedh.avatar.planner_runs import RunMemory
 from livedh.errors import InvalidInputError
 
 QUIET, SPEAK, ACTION = 0, 1, 2
+#: subtracted from the score of a successor that would repeat a run shown (PlannerConfig.repeat_window)
+_REPEAT_PENALTY = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class PlannerConfig:
     run_penalty: float = 1.0
     jump_penalty: float = 0.5
     #: penalty for footage shown recently, decaying with age over ``revisit_memory`` frames
-    revisit_penalty: float = 0.5
+    revisit_penalty: float = 0.7
     revisit_memory: int = 250
     #: weight of the seeded uniform noise added to every score
     noise: float = 0.2
@@ -59,14 +66,14 @@ class PlannerConfig:
     #: (graph.energy, mapped to 0..1 between the footage's own ``energy_quantiles``) wanted high
     #: under speech, scaled by its loudness, and wanted low in pauses and listening (``calm_weight``);
     #: and its labels (gesture or source speech for speech, neither for quiet), which can be coarse
-    energy_weight: float = 1.5
+    energy_weight: float = 2.0
     calm_weight: float = 2.0
     label_weight: float = 0.5
     energy_quantiles: tuple[float, float] = (0.05, 0.9)
     #: weight of where the footage can go after the horizon: the calmest (or busiest) walk on from
     #: the horizon's last frame, discounted by ``future_discount`` per frame (see future_activity),
     #: so the walk does not settle on calm footage that only leads on to busy footage
-    future_weight: float = 1.0
+    future_weight: float = 0.5
     future_discount: float = 0.96
     #: no run of this many footage frames is shown twice within ``repeat_memory`` output frames
     #: where another successor can be taken (0: no such check): no visible period even where the
@@ -112,7 +119,8 @@ class _Item:
     mode: int
     #: ``seen`` of the frame before this item was planned, restored when the item is dropped
     prev_seen: float
-    #: hash of the footage frames of the ``repeat_window`` output frames ending with this one
+    #: prefix hash of the footage shown up to this frame, and hash of the run ending with it (RunMemory)
+    prefix: int
     key: int
 
 
@@ -136,42 +144,6 @@ def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
     rms = np.sqrt((blocks * blocks).sum(axis=1) / counts)
     db = 20.0 * np.log10(np.maximum(rms, 1e-6))
     return np.clip((db + 50.0) / 20.0, 0.0, 1.0).astype(np.float32)
-
-
-_HASH_BASE = 0x9E3779B97F4A7C15
-_HASH_MASK = (1 << 64) - 1
-#: subtracted from the score of a successor that would repeat a remembered run
-_REPEAT_PENALTY = 10.0
-
-
-class _RunMemory:
-    """The runs of ``window`` footage frames shown over the last ``memory`` output frames, as
-    rolling polynomial hashes (mod 2**64): the planner avoids showing one of them again."""
-
-    def __init__(self, window: int, memory: int) -> None:
-        self.window, self.memory = window, memory
-        self._top = pow(_HASH_BASE, max(window - 1, 0), 1 << 64)  # weight of a window's oldest frame
-        self._count: dict[int, int] = {}
-        self._log: deque[tuple[int, int]] = deque()
-
-    def key(self, prev: int, oldest: int, node: int) -> int:
-        """The hash after ``node`` of the window whose hash was ``prev`` before it; ``oldest``: the
-        frame leaving the window (-1 while it is not full yet)."""
-        if oldest >= 0:
-            prev -= oldest * self._top
-        return (prev * _HASH_BASE + node) & _HASH_MASK
-
-    def __contains__(self, key: int) -> bool:
-        return key in self._count
-
-    def add(self, key: int, t: int) -> None:
-        self._count[key] = self._count.get(key, 0) + 1
-        self._log.append((t, key))
-        while self._log[0][0] <= t - self.memory:
-            _, old = self._log.popleft()
-            self._count[old] -= 1
-            if not self._count[old]:
-                del self._count[old]
 
 
 def footage_activity(energy: np.ndarray, nodes: np.ndarray, quantiles: tuple[float, float]) -> np.ndarray:
@@ -252,9 +224,8 @@ class MotionPlanner:
         self._emitted = 0
         self._queue: deque[_Item] = deque()
         self._past: deque[float] = deque([0.0] * cfg.pause_frames, maxlen=max(1, cfg.pause_frames))
-        self._runs = _RunMemory(cfg.repeat_window, cfg.repeat_memory)
-        self._shown: deque[int] = deque(maxlen=max(1, cfg.repeat_window))  # footage of the last frames
-        self._key = 0  # the window hash after the last frame shown
+        self._runs = RunMemory(cfg.repeat_window, cfg.repeat_memory)
+        self._forced = self._forced_frames()
         self._pending: ActionClip | None = None
         self._start = self._choose_start(good[QUIET])
         self._drive = np.zeros(0)  # loudness of each speaking frame of the horizon (0 when quiet)
@@ -293,11 +264,7 @@ class MotionPlanner:
         self._extend(modes)
         item = self._queue.popleft()
         self._state = item.state
-        if self.config.repeat_window:
-            if self._emitted + 1 >= self.config.repeat_window:
-                self._runs.add(item.key, self._emitted)
-            self._shown.append(item.pick.index)
-            self._key = item.key
+        self._runs.emit(item.prefix, item.key)
         self._emitted += 1
         self._past.append(float(np.clip(lv[0], 0.0, 1.0)))
         return item.pick
@@ -384,7 +351,8 @@ class MotionPlanner:
         else:
             pick = FootagePick(node)
         new = _State(node, since, src, t)
-        self._queue.append(_Item(pick, new, mode, float(self._seen[node]), self._keys([node])[0]))
+        prefix, key = self._runs.plan([item.prefix for item in self._queue], node)
+        self._queue.append(_Item(pick, new, mode, float(self._seen[node]), prefix, key))
         self._seen[node] = self._emitted + len(self._queue) - 1
         return new
 
@@ -401,36 +369,34 @@ class MotionPlanner:
             usable = np.ones(hi - lo, dtype=bool)
         targets = self._indices[lo:hi][usable]
         jumps = self._jump[lo:hi][usable]
-        scores = self._score(targets, horizon, drive) - _REPEAT_PENALTY * self._repeats(targets)
+        scores = self._score(targets, horizon, drive) - _REPEAT_PENALTY * self._repeats(targets, jumps)
         scores -= cfg.jump_penalty * jumps
         tired = (state.since_jump - cfg.min_gap) / (cfg.max_run - cfg.min_gap)
         scores -= (cfg.run_penalty * min(1.0, max(0.0, tired))) * ~jumps
         best = int(np.argmax(scores))
         return int(targets[best]), bool(jumps[best])
 
-    def _keys(self, nodes: np.ndarray | list[int]) -> list[int]:
-        """The window hash (see _RunMemory) if each of ``nodes`` were planned next."""
-        w = self.config.repeat_window
-        if not w:
-            return [0] * len(nodes)
-        q = len(self._queue)
-        prev = self._queue[-1].key if q else self._key
-        back = self._emitted + q - w  # the output frame that leaves the window
-        if back < 0:
-            oldest = -1
-        elif back >= self._emitted:
-            oldest = self._queue[back - self._emitted].pick.index
-        else:
-            oldest = self._shown[back - self._emitted + len(self._shown)]
-        return [self._runs.key(prev, oldest, int(n)) for n in nodes]
+    def _forced_frames(self) -> np.ndarray:
+        """Per frame: how many frames after it play on with no other way (only its natural edge)."""
+        ok = np.concatenate([[0], np.cumsum(self._edge_ok)])
+        choices = ok[self._indptr[1:]] - ok[self._indptr[:-1]]
+        forced = np.zeros(self._n + 1, dtype=np.int64)
+        for f in range(self._n - 1, -1, -1):
+            if choices[f] <= 1 and self._nat[f]:
+                forced[f] = 1 + forced[f + 1]
+        return forced
 
-    def _repeats(self, targets: np.ndarray) -> np.ndarray:
-        """Whether showing each target next would repeat a run shown or planned already."""
-        w = self.config.repeat_window
-        if not w or self._emitted + len(self._queue) + 1 < w:
+    def _repeats(self, targets: np.ndarray, jumps: np.ndarray) -> np.ndarray:
+        """Whether showing each target next, and the frames it forces on, repeats a run shown or
+        planned already (see RunMemory)."""
+        if not self.config.repeat_window:
             return np.zeros(targets.size, dtype=bool)
+        gap = self.config.min_gap
+        after = np.where(jumps, np.minimum(targets + gap, self._n - 1), targets)
+        forced = np.minimum(np.where(jumps, gap, 0) + self._forced[after], self._run_len[targets] - 1)
+        queued = [item.prefix for item in self._queue]
         planned = {item.key for item in self._queue}
-        return np.array([k in self._runs or k in planned for k in self._keys(targets)], dtype=bool)
+        return self._runs.repeats(queued, planned, targets, forced)
 
     def _score(self, c: np.ndarray, horizon: np.ndarray, drive: np.ndarray) -> np.ndarray:
         """Match of the footage run following each candidate with the horizon's modes and loudness
