@@ -110,7 +110,8 @@ def clip_library(src: Source, frames: int) -> MotionLibrary:
                                MotionGraphConfig())
     if graph.n_frames != src.avatar.frame_count:  # the planner indexes the whole footage
         graph = _pad_graph(graph, src.avatar.frame_count)
-    return MotionLibrary(graph=graph, speech=src.library.speech, actions=())
+    return MotionLibrary(graph=graph, speech=src.library.speech, actions=(), keypoints=src.keypoints,
+                         visible=src.visible)
 
 
 def _pad_graph(graph: MotionGraph, total: int) -> MotionGraph:

@@ -31,9 +31,13 @@ from livedh.avatar.motion_graph import (
     join_spans,
 )
 from livedh.avatar.motion_labels import Appearance
+from livedh.avatar.planner import MotionPlanner
 from livedh.avatar.pose import NUM_KEYPOINTS, PoseResult
 from livedh.avatar.video import VideoAvatar, write_video_avatar
 from livedh.errors import InvalidInputError
+from livedh.lipsync.base import LipSyncRequest
+from livedh.lipsync.generator import FaceGenerator
+from livedh.lipsync.neural import NeuralLipSync
 from livedh.testing.talking_video import VideoSpec, write_talking_video
 
 SIZE, FPS, N = 256, 25, 75
@@ -220,6 +224,13 @@ def test_join_spans_prefers_frames_that_look_alike() -> None:
     assert all(t >= 50 for t in joined.successors(99) if t < 80)
 
 
+class BlackMouth(FaceGenerator):
+    size, audio_window, audio_lookahead = 32, 640, 0
+
+    def generate(self, crops: np.ndarray, references: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        return np.zeros_like(crops)
+
+
 def _to_format_1(avatar: Path) -> None:
     raw = json.loads((avatar / "avatar.json").read_text())
     raw["format_version"] = 1
@@ -233,13 +244,25 @@ def test_format_1_avatar_loads_and_graph_upgrades_it(
     _to_format_1(avatar)
     assert load_manifest(avatar).format_version == 1
     assert VideoAvatar.load(avatar).motion is None  # as before: the footage is looped
+    old = NeuralLipSync.from_dir(avatar, BlackMouth())
+    assert old.motion is None
+    silent, speech = np.zeros(640, np.float32), (0.3 * np.sin(np.arange(640) * 0.3)).astype(np.float32)
+    # ping-pong: frame N + 3 shows footage N - 5; speech gets a mouth drawn
+    frames = old.infer([LipSyncRequest(N + 3, silent), LipSyncRequest(4, speech)])
+    assert np.array_equal(frames[0], old.avatar.frame(N - 5))
+    assert not np.array_equal(frames[1], old.avatar.frame(4))
     monkeypatch.setattr(mb, "PoseTracker", FakeTracker)
     args = ["avatar", "graph", "mover", "--avatars-dir", str(avatar.parent), "--progress", "none"]
     assert cli.main([*args, "--action", "wave=2.0-2.6"]) == 0
     assert "motion graph of 'mover'" in capsys.readouterr().out
     manifest = load_manifest(avatar)
     assert manifest.format_version == 2 and manifest.motion is not None
-    assert VideoAvatar.load(avatar).motion is not None
+    upgraded = NeuralLipSync.from_dir(avatar, BlackMouth())
+    assert upgraded.motion is not None and upgraded.motion.action_names == ["wave"]
+    planner = MotionPlanner(upgraded.motion, seed=1)
+    picks = [planner.next(np.zeros(1, np.float32)) for _ in range(30)]
+    rendered = upgraded.infer([LipSyncRequest(i, speech, footage=p) for i, p in enumerate(picks)])
+    assert len(rendered) == 30 and all(f.shape == (SIZE, SIZE, 3) for f in rendered)
     # without --action the actions are kept; with --action they are replaced
     assert cli.main(args) == 0
     assert load_manifest(avatar).motion == {"version": 1, "actions": {"wave": [50, 65]}, "source_frames": N}

@@ -313,3 +313,134 @@ def test_speech_levels() -> None:
     as_int16 = speech_levels((x * 32767).astype(np.int16), spf)
     assert np.allclose(as_int16, got, atol=0.01)
     assert speech_levels(np.zeros(0, np.int16), spf).shape == (0,)
+
+
+# --- smooth transitions (planner_blend.py) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def posed() -> MotionLibrary:
+    """A sway of period 50 frames with a 'hand' (2 of 10 keypoints: the 20% the graph's rule lets
+    miss) swinging with period 100: frames 100 apart match whole, frames 50 apart only but for the
+    hand, which a blend would have to sweep across."""
+    n, k = 600, 10
+    rng = np.random.default_rng(0)
+    t = np.arange(n, dtype=np.float64)
+    base = rng.uniform(150, 350, (k, 2))
+    dirs = rng.uniform(-1, 1, (k, 2))
+    kp = base[None] + 4.0 * np.sin(2 * np.pi * t / 50)[:, None, None] * dirs[None]
+    kp[:, 8:] += 30.0 * np.sin(2 * np.pi * t / 100)[:, None, None] * np.array([1.0, 0.3])
+    kp = kp.astype(np.float32)
+    vis = np.ones((n, k), bool)
+    vis[::7, 9] = False  # a point missed now and then: steps count the points seen in both frames
+    boxes = np.tile([200.0, 100.0, 300.0, 220.0], (n, 1))
+    g = build_motion_graph(kp, vis, boxes, np.zeros(0, np.int64), MotionGraphConfig())
+    actions = (ActionClip("wave", 130, 170), ActionClip("bye", 420, 460))
+    return MotionLibrary(g, np.zeros(n, bool), actions, keypoints=kp, visible=vis)
+
+
+def mean_steps(kp: np.ndarray, vis: np.ndarray, part: slice) -> np.ndarray:
+    both = vis[1:, part] & vis[:-1, part]
+    d = np.linalg.norm(kp[1:, part] - kp[:-1, part], axis=2)
+    return (d * both).sum(axis=1) / both.sum(axis=1)
+
+
+def output_poses(lib: MotionLibrary, picks: list[FootagePick]) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints of output frames as a blend shows them (interpolated by alpha), as the bench does."""
+    assert lib.keypoints is not None and lib.visible is not None
+    idx = np.array([p.index for p in picks])
+    frm = np.array([p.index if p.blend_from is None else p.blend_from for p in picks])
+    a = np.array([p.alpha if p.blend_from is not None else 1.0 for p in picks])[:, None, None]
+    return a * lib.keypoints[idx] + (1 - a) * lib.keypoints[frm], lib.visible[idx] & lib.visible[frm]
+
+
+def blend_spans(picks: list[FootagePick]) -> list[tuple[int, int]]:
+    """(position of the frame before, blend length) of each jump, checking that every blend plays
+    out whole before the next jump: alpha (t+1)/(k+1) over k frames, both footages playing on."""
+    spans = []
+    n = 1
+    while n < len(picks):
+        p = picks[n]
+        if p.blend_from is None:
+            n += 1
+            continue
+        k = round(1 / p.alpha) - 1
+        assert p.alpha == pytest.approx(1 / (k + 1)), f"frame {n}: a blend starts at alpha {p.alpha}"
+        for t in range(k):
+            q = picks[n + t] if n + t < len(picks) else None
+            if q is None:
+                break
+            assert q.blend_from is not None and q.alpha == pytest.approx((t + 1) / (k + 1)), (
+                f"frame {n + t}: the blend from frame {n} is cut short"
+            )
+            assert t == 0 or q.index == picks[n + t - 1].index + 1
+        spans.append((n - 1, k))
+        n += k
+    return spans
+
+
+def test_blend_costs_predict_the_blended_output(posed: MotionLibrary) -> None:
+    from livedh.avatar.planner_blend import BlendCosts
+
+    assert posed.keypoints is not None and posed.visible is not None
+    g, kp, vis = posed.graph, posed.keypoints, posed.visible
+    costs = BlendCosts(g, kp, vis, (4, 8))
+    p99 = [np.percentile(mean_steps(kp, vis, part), 99) for part in (slice(None), slice(0, 13))]
+    shares = []
+    for i in (60, 75, 333):
+        lengths, share = costs.of(i)
+        for slot, j in enumerate(g.successors(i).tolist()):
+            if j == i + 1:
+                assert share[slot] == 0
+                continue
+            k = int(lengths[slot])
+            assert 4 <= k <= 8
+            picks = [FootagePick(i), *(FootagePick(j + t, i + 1 + t, (t + 1) / (k + 1)) for t in range(k)),
+                     FootagePick(j + k)]  # fmt: skip
+            okp, ovis = output_poses(posed, picks)
+            worst = max(mean_steps(okp, ovis, part).max() / ref for part, ref in
+                        zip((slice(None), slice(0, 13)), p99, strict=True))  # fmt: skip
+            assert share[slot] == pytest.approx(worst, rel=1e-6)
+            shares.append(worst)
+    assert min(shares) < 1.0 < max(shares)  # the footage has both: the planner has a choice
+
+
+def test_walk_takes_no_rough_jump(posed: MotionLibrary) -> None:
+    from livedh.avatar.planner_blend import BlendCosts
+
+    assert posed.keypoints is not None and posed.visible is not None
+    costs = BlendCosts(posed.graph, posed.keypoints, posed.visible, (4, 8))
+    p = MotionPlanner(posed, seed=2)
+    rng = np.random.default_rng(5)
+    picks: list[FootagePick] = []
+    for phase in range(60):
+        picks += walk(p, LOUD_LV * rng.uniform(0.5, 1.0) if phase % 2 else QUIET_LV, int(rng.integers(3, 90)))
+    spans = blend_spans(picks)
+    assert len(spans) > 30
+    for before, k in spans:
+        i, j = picks[before].index, picks[before + 1].index
+        slot = int(np.searchsorted(posed.graph.successors(i), j))
+        length, share = costs.of(i)
+        assert (int(length[slot]), float(share[slot]) <= 1.0) == (k, True), f"jump {i} -> {j}"
+    steps = mean_steps(*output_poses(posed, picks), slice(None))  # steps[t]: output frame t -> t+1
+    worst = max(steps[before : before + k + 1].max() for before, k in spans if before + k + 1 <= steps.size)
+    assert worst <= np.percentile(mean_steps(posed.keypoints, posed.visible, slice(None)), 99) + 1e-6
+
+
+@pytest.mark.parametrize("posed_lib", [True, False])
+def test_actions_let_every_blend_complete(
+    posed: MotionLibrary, library: MotionLibrary, posed_lib: bool
+) -> None:
+    lib = posed if posed_lib else library
+    p = MotionPlanner(lib, seed=4)
+    rng = np.random.default_rng(6)
+    picks: list[FootagePick] = []
+    for phase in range(60):
+        if phase % 2:  # also in the middle of blends and of routes to another action
+            p.request_action(lib.action_names[phase % 3 % 2])
+        picks += walk(p, QUIET_LV, int(rng.integers(1, 40)))
+    lengths = {k for _, k in blend_spans(picks)}  # (checks that each blend plays out whole)
+    assert len(blend_spans(picks)) > 20
+    assert lengths <= set(range(4, 9)) if posed_lib else lengths == {6}
+    edges = edge_set(lib.graph)
+    assert all((a.index, b.index) in edges for a, b in itertools.pairwise(picks))

@@ -60,6 +60,10 @@ class MotionLibrary:
     #: (n_frames,) bool: the filmed person is speaking in this frame
     speech: np.ndarray
     actions: tuple[ActionClip, ...] = ()
+    #: the footage's pose (``motion/poses.npz``): keypoints (n_frames, 23, 2) and visible
+    #: (n_frames, 23); None when absent. The planner predicts how smooth each blend is from it.
+    keypoints: np.ndarray | None = None
+    visible: np.ndarray | None = None
 
     @property
     def action_names(self) -> list[str]:
@@ -87,7 +91,20 @@ class MotionLibrary:
             )
         speech = _load_speech(avatar_dir / SPEECH_FILE, frame_count)
         actions = tuple(parse_actions(entry.get("actions", {}), frame_count, where=str(avatar_dir)))
-        return cls(graph=graph, speech=speech, actions=actions)
+        keypoints, visible = _load_poses(avatar_dir / POSES_FILE, frame_count)
+        return cls(graph=graph, speech=speech, actions=actions, keypoints=keypoints, visible=visible)
+
+
+def _load_poses(path: Path, frame_count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The poses file's arrays, or (None, None) when it is missing or does not fit: optional."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            kp, vis = np.asarray(z["keypoints"], np.float32), np.asarray(z["visible"], bool)
+    except (ValueError, KeyError, OSError):
+        return None, None
+    if kp.ndim != 3 or kp.shape[0] != frame_count or kp.shape[2] != 2 or vis.shape != kp.shape[:2]:
+        return None, None
+    return kp, vis
 
 
 def _load_speech(path: Path, frame_count: int) -> np.ndarray:

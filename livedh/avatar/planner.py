@@ -27,12 +27,11 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.sparse import csr_matrix  # scipy ships with scikit-image, a dependency already
-from scipy.sparse.csgraph import breadth_first_order
 
 from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
-from livedh.avatar.motion_graph import NATURAL, MotionGraph
+from livedh.avatar.motion_graph import NATURAL
+from livedh.avatar.planner_blend import BlendCosts
+from livedh.avatar.planner_routes import Routes, footage_activity, future_activity
 from livedh.avatar.planner_runs import RunMemory
 from livedh.errors import InvalidInputError
 
@@ -45,9 +44,15 @@ _REPEAT_PENALTY = 10.0
 class PlannerConfig:
     #: frames planned ahead (25 = 1 s at 25 fps); also the horizon successors are scored over
     lookahead_frames: int = 25
-    #: frames every transition is blended over
+    #: frames every transition is blended over when the footage's pose is not known
     blend_frames: int = 6
-    #: fewest frames between two jumps (at least ``blend_frames``: a blend completes)
+    #: with the pose known (MotionLibrary.keypoints): each transition is blended over the length in
+    #: this range under which its output is smoothest (planner_blend.py), jumps whose predicted
+    #: largest step exceeds the source's own 99th percentile are not taken where another way is,
+    #: and ``smooth_weight`` times that share is subtracted from a jump's score
+    blend_range: tuple[int, int] = (4, 8)
+    smooth_weight: float = 1.0
+    #: fewest frames between two jumps (at least the longest blend: a blend completes)
     min_gap: int = 15
     #: after this many frames without a jump, playing on is penalised fully (``run_penalty``)
     max_run: int = 150
@@ -84,8 +89,12 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if self.lookahead_frames < 1 or not 1 <= self.blend_frames <= 16:
             raise InvalidInputError("planner: lookahead_frames >= 1 and 1 <= blend_frames <= 16")
-        if self.min_gap < self.blend_frames or self.max_run <= self.min_gap:
-            raise InvalidInputError("planner: blend_frames <= min_gap < max_run")
+        if not 1 <= self.blend_range[0] <= self.blend_range[1] <= 16 or self.smooth_weight < 0:
+            raise InvalidInputError(
+                "planner: 1 <= blend_range[0] <= blend_range[1] <= 16, smooth_weight >= 0"
+            )
+        if self.min_gap < max(self.blend_frames, self.blend_range[1]) or self.max_run <= self.min_gap:
+            raise InvalidInputError("planner: blend_frames, blend_range[1] <= min_gap < max_run")
         if self.revisit_memory < 1 or self.pause_frames < 0 or not 0.0 < self.speak_threshold <= 1.0:
             raise InvalidInputError(
                 "planner: revisit_memory >= 1, pause_frames >= 0, 0 < speak_threshold <= 1"
@@ -104,12 +113,13 @@ class PlannerConfig:
 class _State:
     """Where the walk is after a frame: the node shown, frames since the last jump, and the blend in
     progress (``blend_src``: the frame of the left footage shown under the fade; ``blend_t``:
-    blend frames shown, ``>= blend_frames`` when none)."""
+    blend frames shown, ``>= blend_k`` when none; ``blend_k``: the blend's length)."""
 
     node: int
     since_jump: int
     blend_src: int
     blend_t: int
+    blend_k: int
 
 
 @dataclass(frozen=True)
@@ -146,44 +156,6 @@ def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
     return np.clip((db + 50.0) / 20.0, 0.0, 1.0).astype(np.float32)
 
 
-def footage_activity(energy: np.ndarray, nodes: np.ndarray, quantiles: tuple[float, float]) -> np.ndarray:
-    """Each frame's motion energy mapped to 0..1 between the ``quantiles`` of the energy over the
-    graph's ``nodes`` (the footage's own scale: any person, distance or resolution). All 0 when the
-    footage's energy hardly varies (nothing to choose by)."""
-    e = np.nan_to_num(np.asarray(energy, dtype=np.float64))
-    if nodes.size == 0:
-        return np.zeros(e.size)
-    lo, hi = np.quantile(e[nodes], quantiles)
-    if hi - lo <= 1e-6 * max(abs(hi), 1e-9):
-        return np.zeros(e.size)
-    return np.clip((e - lo) / (hi - lo), 0.0, 1.0)
-
-
-def future_activity(
-    act: np.ndarray, graph: MotionGraph, run_len: np.ndarray, *, min_gap: int, discount: float, highest: bool
-) -> np.ndarray:
-    """Per frame: the discounted mean activity (0..1) of the calmest walk on from it through the
-    graph (the busiest if ``highest``), where a jump lands on a run that plays ``min_gap`` frames
-    (value iteration, a few ms per avatar; revisits and noise left out)."""
-    n, m, sign = act.size, min_gap, -1.0 if highest else 1.0
-    a = sign * np.asarray(act, dtype=np.float64)
-    seg = sliding_window_view(np.r_[a, np.zeros(m)], m)[:n] @ discount ** np.arange(m)
-    land_ok = run_len > m
-    after = np.minimum(np.arange(n) + m, n - 1)
-    jump = graph.kinds != NATURAL
-    rows = np.diff(graph.indptr) > 0
-    starts = graph.indptr[:-1][rows]
-    v = np.zeros(n)
-    best = np.zeros(n)
-    for _ in range(int(np.ceil(4.0 / (1.0 - discount)))):
-        land = np.where(land_ok, seg + discount**m * v[after], v)
-        vals = np.where(jump, land[graph.indices], v[graph.indices])
-        if starts.size:
-            best[rows] = np.minimum.reduceat(vals, starts)
-        v = a + discount * best
-    return sign * (1.0 - discount) * v
-
-
 class MotionPlanner:
     """Chooses the footage frame of every output frame of one session (see the module docstring).
 
@@ -204,8 +176,14 @@ class MotionPlanner:
         # frames up to the end of each natural run: first frame at or after f without a natural edge
         ends = np.where(self._nat[:n], n, np.arange(n))
         self._run_len = np.minimum.accumulate(ends[::-1])[::-1] - np.arange(n) + 1
+        self._costs: BlendCosts | None = None
+        if library.keypoints is not None and library.visible is not None:
+            self._costs = BlendCosts(g, library.keypoints, library.visible, cfg.blend_range)
+        longest = cfg.blend_frames if self._costs is None else cfg.blend_range[1]
+        self._route_len = longest
+        self._cornered: dict[int, bool] = {}  # memo of _last_chance
         # a jump must land on a run long enough for its blend to play out (unless nothing else goes)
-        self._edge_ok = ~self._jump | (self._run_len[g.indices] > cfg.blend_frames)
+        self._edge_ok = ~self._jump | (self._run_len[g.indices] > longest)
         speech = np.asarray(library.speech, dtype=bool)
         good = [~g.gesture & ~speech, g.gesture | speech]  # per mode: QUIET, SPEAK
         self._cum = [np.concatenate([[0], np.cumsum(m)]).astype(np.float64) for m in good]
@@ -219,7 +197,7 @@ class MotionPlanner:
         ]  # fmt: skip
         self._in_graph = np.zeros(n, dtype=bool)
         self._in_graph[g.nodes] = True
-        self._adj: csr_matrix | None = None  # for breadth-first routes to actions, built on first use
+        self._routes: Routes | None = None  # shortest routes to actions, built on first use
         self._seen = np.full(n, -np.inf)
         self._emitted = 0
         self._queue: deque[_Item] = deque()
@@ -229,7 +207,7 @@ class MotionPlanner:
         self._pending: ActionClip | None = None
         self._start = self._choose_start(good[QUIET])
         self._drive = np.zeros(0)  # loudness of each speaking frame of the horizon (0 when quiet)
-        self._state = _State(-1, cfg.min_gap, -1, cfg.blend_frames)
+        self._state = _State(-1, cfg.min_gap, -1, cfg.blend_frames, cfg.blend_frames)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -335,46 +313,93 @@ class MotionPlanner:
                 self._pending = None
                 continue
             p = len(self._queue)
-            node, jump = self._step(state, modes[p : p + h], self._drive[p : p + h])
-            self._push(state, node, jump, int(modes[p]))
+            node, jump, k = self._step(state, modes[p : p + h], self._drive[p : p + h])
+            self._push(state, node, jump, int(modes[p]), k)
 
-    def _push(self, state: _State, node: int, jump: bool, mode: int) -> _State:
-        k = self.config.blend_frames
+    def _push(self, state: _State, node: int, jump: bool, mode: int, k: int) -> _State:
+        """Plans ``node`` after ``state``; a jump is blended over ``k`` frames."""
         if jump and state.node >= 0:
             since, src, t = 0, state.node, 0
         else:
-            since, src, t = state.since_jump + 1, state.blend_src, state.blend_t
+            since, src, t, k = state.since_jump + 1, state.blend_src, state.blend_t, state.blend_k
         if t < k:  # the left footage plays on under the fade (held where its run ends)
             src = src + 1 if self._nat[src] else src
             pick = FootagePick(node, src, (t + 1) / (k + 1))
             t += 1
         else:
             pick = FootagePick(node)
-        new = _State(node, since, src, t)
+        new = _State(node, since, src, t, k)
         prefix, key = self._runs.plan([item.prefix for item in self._queue], node)
         self._queue.append(_Item(pick, new, mode, float(self._seen[node]), prefix, key))
         self._seen[node] = self._emitted + len(self._queue) - 1
         return new
 
-    def _step(self, state: _State, horizon: np.ndarray, drive: np.ndarray) -> tuple[int, bool]:
-        """The successor of ``state.node`` to show next, and whether it is a jump."""
+    def _step(self, state: _State, horizon: np.ndarray, drive: np.ndarray) -> tuple[int, bool, int]:
+        """The successor of ``state.node`` to show next, whether it is a jump, and its blend length."""
         cur, cfg = state.node, self.config
         if cur < 0:
-            return self._start, False
-        if self._nat[cur] and state.since_jump < cfg.min_gap:
-            return cur + 1, False
+            return self._start, False, cfg.blend_frames
+        last = bool(self._nat[cur]) and self._last_chance(cur)
+        early = last and state.blend_t >= state.blend_k  # cornered: jump before min_gap, the blend done
+        if self._nat[cur] and state.since_jump < cfg.min_gap and not early:
+            return cur + 1, False, cfg.blend_frames
         lo, hi = self._indptr[cur], self._indptr[cur + 1]
+        length, share = self._blend_of(cur)
         usable = self._edge_ok[lo:hi]
-        if not usable.any():  # only short runs to jump to: take one anyway
+        # a jump that cannot be blended within the source's own motion waits; where the run offers
+        # no smooth one after this frame, playing on is no way either
+        smooth = usable & (share <= 1.0) & (self._jump[lo:hi] | (not last))
+        if smooth.any():
+            usable = smooth
+        elif not usable.any():  # only short runs to jump to: take one anyway
             usable = np.ones(hi - lo, dtype=bool)
+        else:  # nothing smooth: the least rough
+            usable &= share <= share[usable].min()
         targets = self._indices[lo:hi][usable]
         jumps = self._jump[lo:hi][usable]
         scores = self._score(targets, horizon, drive) - _REPEAT_PENALTY * self._repeats(targets, jumps)
-        scores -= cfg.jump_penalty * jumps
+        scores -= (cfg.jump_penalty + cfg.smooth_weight * share[usable]) * jumps
         tired = (state.since_jump - cfg.min_gap) / (cfg.max_run - cfg.min_gap)
         scores -= (cfg.run_penalty * min(1.0, max(0.0, tired))) * ~jumps
         best = int(np.argmax(scores))
-        return int(targets[best]), bool(jumps[best])
+        return int(targets[best]), bool(jumps[best]), int(length[usable][best])
+
+    def _last_chance(self, cur: int) -> bool:
+        """Whether ``cur``'s run ends soon (within ``2 * min_gap``) and no frame after ``cur`` on it
+        has a smooth jump (planner_blend.py): the walk should jump now rather than be cornered."""
+        if self._costs is None or self._run_len[cur] > 2 * self.config.min_gap:
+            return False
+        got = self._cornered.get(cur)
+        if got is None:
+            got = True
+            for f in range(cur + 1, cur + int(self._run_len[cur])):
+                lo, hi = self._indptr[f], self._indptr[f + 1]
+                if (self._edge_ok[lo:hi] & self._jump[lo:hi] & (self._blend_of(f)[1] <= 1.0)).any():
+                    got = False
+                    break
+            self._cornered[cur] = got
+        return got
+
+    def _share(self, i: int, j: int) -> float:
+        """Smoothness share of the edge ``i -> j`` (0 for a natural one, inf for none)."""
+        lo, hi = self._indptr[i], self._indptr[i + 1]
+        pos = int(np.searchsorted(self._indices[lo:hi], j))
+        if pos == hi - lo or self._indices[lo + pos] != j:
+            return float("inf")
+        return float(self._blend_of(i)[1][pos])
+
+    def _rough(self, i: int) -> set[int]:
+        """Targets of the jumps from ``i`` that cannot be blended within the source's own motion."""
+        lo, hi = self._indptr[i], self._indptr[i + 1]
+        return set(self._indices[lo:hi][self._blend_of(i)[1] > 1.0].tolist())
+
+    def _blend_of(self, cur: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blend length and predicted smoothness share of each edge leaving ``cur`` (planner_blend.py;
+        the fixed ``blend_frames`` and share 0 without the footage's pose)."""
+        if self._costs is not None:
+            return self._costs.of(cur)
+        size = int(self._indptr[cur + 1] - self._indptr[cur])
+        return np.full(size, self.config.blend_frames), np.zeros(size)
 
     def _forced_frames(self) -> np.ndarray:
         """Per frame: how many frames after it play on with no other way (only its natural edge)."""
@@ -430,7 +455,7 @@ class MotionPlanner:
 
     def _route(self, state: _State, clip: ActionClip) -> None:
         """Plans the way to ``clip``'s first frame, then the clip itself, as ACTION frames."""
-        path = self._path_to(state.node, clip.start)
+        path = self._path_to(state, clip.start)
         if path is None:
             return
         f = clip.start
@@ -439,12 +464,21 @@ class MotionPlanner:
             path.append(f)
         prev = state.node
         for node in path:
-            state = self._push(state, node, not (prev >= 0 and node == prev + 1 and self._nat[prev]), ACTION)
+            jump = not (prev >= 0 and node == prev + 1 and self._nat[prev])
+            k = self.config.blend_frames
+            if jump and prev >= 0:
+                lo = self._indptr[prev]
+                slot = lo + int(np.searchsorted(self._indices[lo : self._indptr[prev + 1]], node))
+                k = int(self._blend_of(prev)[0][slot - lo])
+            state = self._push(state, node, jump, ACTION, k)
             prev = node
 
-    def _path_to(self, cur: int, start: int) -> list[int] | None:
-        """Frames after ``cur`` up to and including ``start``: on along the run, and one jump from a
-        node of it when one is soon enough; else the fewest edges (breadth-first search)."""
+    def _path_to(self, state: _State, start: int) -> list[int] | None:
+        """Frames after ``state.node`` up to and including ``start``: on along the run, and one jump
+        from a node of it when a smooth one is soon enough; else the shortest way on which every
+        blend completes before the next jump and rough jumps are avoided (planner_routes.py). No
+        jump before the blend in progress completes."""
+        cur = state.node
         if cur < 0:
             return [start]
         if cur == start:
@@ -452,23 +486,12 @@ class MotionPlanner:
         ahead = min(int(self._run_len[cur]) - 1, self.config.lookahead_frames)
         if cur < start <= cur + ahead:
             return list(range(cur + 1, start + 1))
-        for d in range(ahead + 1):
-            f = cur + d
-            succ = self._indices[self._indptr[f] : self._indptr[f + 1]]
-            pos = int(np.searchsorted(succ, start))
-            if pos < succ.size and succ[pos] == start:
-                return [*range(cur + 1, f + 1), start]
-        return self._bfs(cur, start)
+        wait = min(max(0, state.blend_k - state.blend_t), ahead)
+        for d in range(wait, ahead + 1):  # one smooth jump from the run, the soonest
+            if self._share(cur + d, start) <= 1.0:
+                return [*range(cur + 1, cur + d + 1), start]
+        if self._routes is None:
+            self._routes = Routes(self.library.graph, self._nat, self._run_len, self._route_len)
+        path = self._routes.shortest(cur + wait, start, self._rough)
+        return None if path is None else [*range(cur + 1, cur + wait + 1), *path]
 
-    def _bfs(self, cur: int, start: int) -> list[int] | None:
-        if self._adj is None:
-            g = self.library.graph
-            ones = np.ones(g.indices.size, np.int8)
-            self._adj = csr_matrix((ones, g.indices, g.indptr), shape=(self._n, self._n))
-        _, pred = breadth_first_order(self._adj, cur, directed=True, return_predecessors=True)
-        if pred[start] < 0:
-            return None  # unreachable (the graph is strongly connected, so this does not happen)
-        path = [start]
-        while pred[path[-1]] != cur:
-            path.append(int(pred[path[-1]]))
-        return path[::-1]
