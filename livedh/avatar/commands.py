@@ -94,11 +94,27 @@ def _emit(data: dict[str, Any]) -> None:
     print(json.dumps(data), flush=True)
 
 
+def _failed(command: str, error: Exception, *, as_json: bool) -> int:
+    """Reports a failed ``livedh avatar COMMAND``: exit code 2 for bad input (message on stderr,
+    or a JSON error line), 1 for anything else (logged with its traceback)."""
+    from livedh.errors import InvalidInputError, LiveDHError, NotFoundError
+
+    if not isinstance(error, LiveDHError):
+        if as_json:
+            _emit({"error": f"{type(error).__name__}: {error}", "code": "internal_error"})
+        log.exception("livedh avatar %s failed", command)
+        return 1
+    if as_json:
+        _emit({"error": error.message, "code": error.code})
+    else:
+        print(f"livedh avatar {command}: {error.message}", file=sys.stderr)
+    return 2 if isinstance(error, InvalidInputError | NotFoundError) else 1
+
+
 def run_build(args: argparse.Namespace) -> int:
     """Exit codes: 0 built, 2 bad input (message on stderr, or a JSON error line), 1 anything
     else."""
     from livedh.avatar.build import BuildParams, build_avatar
-    from livedh.errors import InvalidInputError, LiveDHError, NotFoundError
 
     as_json = args.progress == "json"
     progress: Any = _emit_progress if as_json else args.progress == "bar"
@@ -114,18 +130,8 @@ def run_build(args: argparse.Namespace) -> int:
             args.video, args.name, args.avatars_dir, params, progress=progress, restart=args.restart,
             source=args.source, actions=parse_actions(args.action or ()),
         )
-    except LiveDHError as e:
-        bad_input = isinstance(e, InvalidInputError | NotFoundError)
-        if as_json:
-            _emit({"error": e.message, "code": e.code})
-        else:
-            print(f"livedh avatar build: {e.message}", file=sys.stderr)
-        return 2 if bad_input else 1
     except Exception as e:
-        if as_json:
-            _emit({"error": f"{type(e).__name__}: {e}", "code": "internal_error"})
-        log.exception("avatar build failed")
-        return 1
+        return _failed("build", e, as_json=as_json)
     summary = result.summary
     if as_json:
         _emit({"done": True, "path": str(result.path), "summary": summary})
@@ -152,7 +158,6 @@ def run_graph(args: argparse.Namespace) -> int:
     """Exit codes as ``run_build``'s."""
     from livedh.avatar.motion_actions import parse_actions
     from livedh.avatar.motion_build import rebuild_motion
-    from livedh.errors import InvalidInputError, LiveDHError, NotFoundError
 
     as_json = args.progress == "json"
     progress: Any = _emit_progress if as_json else args.progress == "bar"
@@ -161,17 +166,8 @@ def run_graph(args: argparse.Namespace) -> int:
         result = rebuild_motion(
             args.avatars_dir, args.name, actions=actions, pose_stride=args.pose_stride, progress=progress
         )
-    except LiveDHError as e:
-        if as_json:
-            _emit({"error": e.message, "code": e.code})
-        else:
-            print(f"livedh avatar graph: {e.message}", file=sys.stderr)
-        return 2 if isinstance(e, InvalidInputError | NotFoundError) else 1
     except Exception as e:
-        if as_json:
-            _emit({"error": f"{type(e).__name__}: {e}", "code": "internal_error"})
-        log.exception("motion graph build failed")
-        return 1
+        return _failed("graph", e, as_json=as_json)
     summary = result.summary
     if as_json:
         _emit({"done": True, "motion": result.entry, "summary": summary})
