@@ -36,6 +36,7 @@ import numpy as np
 
 from livedh.avatar.motion import POSES_FILE, FootagePick, MotionLibrary
 from livedh.avatar.motion_graph import MotionGraph, MotionGraphConfig, build_motion_graph
+from livedh.avatar.motion_labels import Appearance
 from livedh.avatar.video import VideoAvatar
 from livedh.lipsync.neural import ping_pong
 
@@ -54,6 +55,7 @@ class Source:
     library: MotionLibrary
     keypoints: np.ndarray  # (N, 23, 2)
     visible: np.ndarray  # (N, 23)
+    appearance: Appearance | None  # the build's descriptors (motion/poses.npz), None if absent
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -65,7 +67,10 @@ def _load_source(label: str, folder: Path) -> Source:
         raise RuntimeError(f"{label}: the avatar has no motion graph")
     with np.load(folder / POSES_FILE) as z:
         kp, vis = z["keypoints"].astype(np.float32), z["visible"].astype(bool)
-    return Source(label, avatar, avatar.motion, kp, vis)
+        looks = None
+        if "appearance" in z.files:
+            looks = Appearance(z["appearance"].astype(np.float32), z["appearance_present"].astype(bool))
+    return Source(label, avatar, avatar.motion, kp, vis, looks)
 
 
 def real_source(footage: Path, out: Path) -> Source | None:
@@ -102,12 +107,15 @@ def synthetic_source(out: Path, seconds: float = 40.0) -> Source:
 
 
 def clip_library(src: Source, frames: int) -> MotionLibrary:
-    """The motion library of the source's first ``frames`` frames (its own graph, no actions)."""
+    """The motion library of the source's first ``frames`` frames (its own graph by the build's
+    rule, appearance included, no actions)."""
     n = min(frames, src.avatar.frame_count)
     g = src.library.graph
     cuts = g.cuts[g.cuts < n]
+    a = src.appearance
+    looks = None if a is None else Appearance(a.features[:n], a.present[:n])
     graph = build_motion_graph(src.keypoints[:n], src.visible[:n], src.avatar.boxes[:n], cuts,
-                               MotionGraphConfig())
+                               MotionGraphConfig(), appearance=looks)
     if graph.n_frames != src.avatar.frame_count:  # the planner indexes the whole footage
         graph = _pad_graph(graph, src.avatar.frame_count)
     return MotionLibrary(graph=graph, speech=src.library.speech, actions=(), keypoints=src.keypoints,
@@ -485,7 +493,8 @@ def main() -> None:
     for src in sources:
         print(f"\n#### {src.label}: {src.avatar.frame_count} frames {src.avatar.width}x{src.avatar.height}, "
               f"graph {src.library.graph.nodes.size} nodes, {src.library.graph.n_transitions} transitions, "
-              f"gesture {100 * src.library.graph.gesture.mean():.0f}%, actions {src.library.action_names}")
+              f"gesture {100 * src.library.graph.gesture.mean():.0f}%, actions {src.library.action_names}, "
+              f"appearance {'compared' if src.appearance is not None else 'absent (poses only)'}")
         t0 = time.perf_counter()
         picks = plan(src.library, levels, args.seed, actions_every=90.0)
         per_frame = (time.perf_counter() - t0) / len(picks) * 1000

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import shutil
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from livedh.avatar.actions import audiotype_action, match_actions, split_action_tags
 from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
 from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph
+from livedh.avatar.planner import ACTION
 from livedh.config import SessionConfig
 from livedh.errors import InvalidInputError
 from livedh.lipsync.base import LipSyncRequest
@@ -23,7 +26,7 @@ from livedh.media.clock import MediaClock
 from livedh.server.app import create_app
 from livedh.server.services import Services
 from livedh.session.manager import SessionManager
-from livedh.session.motion import push_held
+from livedh.session.motion import BodyMotion, push_held
 from livedh.session.playout import PlayoutBuffer
 from livedh.session.session import Session
 from tests.fakes import LoudnessModel, ManualClock, make_fake_tts, make_inline_lipsync, tone
@@ -69,12 +72,15 @@ class SpyPlanner:
         self.levels: list[np.ndarray] = []
         self.requested: list[tuple[str, int]] = []  # (name, frame it was asked at)
         self.interrupts = 0
+        self.interrupted_at: list[int] = []  # frames
+        self.threads: set[str] = set()  # the threads next() ran in
 
     @property
     def actions(self) -> list[str]:
         return self.inner.actions
 
     def next(self, levels: np.ndarray) -> FootagePick:
+        self.threads.add(threading.current_thread().name)
         self.levels.append(np.array(levels))
         return self.inner.next(levels)
 
@@ -84,19 +90,60 @@ class SpyPlanner:
 
     def interrupt(self) -> None:
         self.interrupts += 1
+        self.interrupted_at.append(len(self.levels))
         self.inner.interrupt()
+
+
+class InlineExecutor(Executor):
+    """Runs each call at once, in the caller's thread: with a ManualClock, a planner step then
+    takes a fixed number of event-loop turns, as rendering does with make_inline_lipsync."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 def _spy(session: Session) -> SpyPlanner:
     body = session._renderer.body
     assert body is not None
-    spy = SpyPlanner(body.planner)
-    body.planner = spy
+    spy = SpyPlanner(body.planner if body.planner is not None else body._built.result())
+    body.planner = spy  # type: ignore[assignment]
     return spy
 
 
-def _session(model: MotionModel, clock: ManualClock, **kwargs) -> Session:
-    return Session(7, SessionConfig(), make_inline_lipsync(model), kwargs.pop("tts", make_fake_tts()),
+class BodyCalls:
+    """What a session's body was handed on the event loop (actions, barge-ins), before any step
+    applies it: for API tests, whose sessions stream nothing."""
+
+    def __init__(self, session: Session) -> None:
+        body = session._renderer.body
+        assert body is not None
+        self.played: list[str] = []
+        self.interrupts = 0
+        play, interrupt = body.play, body.interrupt
+
+        def played(name: str) -> None:
+            play(name)
+            self.played.append(name)
+
+        def interrupted() -> None:
+            interrupt()
+            self.interrupts += 1
+
+        body.play, body.interrupt = played, interrupted  # type: ignore[method-assign]
+
+
+def _session(model: MotionModel, clock: ManualClock, *, threads: bool = False, **kwargs) -> Session:
+    """A session rendering on the loop; its planner steps run inline too unless ``threads`` (the
+    engine's own livedh-motion pool)."""
+    engine = make_inline_lipsync(model)
+    if not threads:
+        engine.motion_executor = InlineExecutor()
+    return Session(7, SessionConfig(), engine, kwargs.pop("tts", make_fake_tts()),
                    clock=MediaClock(clock, clock.sleep), **kwargs)
 
 
@@ -243,13 +290,71 @@ async def test_interrupt_replans_and_drops_the_actions_of_dropped_speech() -> No
     session.say("a sentence long enough to be interrupted before it ends")
     session.say("[wave] never heard")
     await _run_clock(clock, seconds=0.2)
+    frame = len(spy.levels)
     session.interrupt()
-    assert spy.interrupts == 1
+    assert spy.interrupts == 0  # handed over to the next step, not done on the event loop
     assert session.playout.due_cues() == [] and len(session.playout) == 0
     await _run_clock(clock, until=consumer)
     await consumer
+    assert spy.interrupted_at == [frame]  # applied before the very next frame was planned
     assert spy.requested == []
     await session.aclose()
+
+
+async def test_planner_is_built_and_stepped_off_the_event_loop(monkeypatch) -> None:
+    import livedh.session.motion as motion_module
+
+    built_in: list[str] = []
+
+    class Recording(motion_module.MotionPlanner):
+        def __init__(self, *args, **kwargs) -> None:
+            built_in.append(threading.current_thread().name)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(motion_module, "MotionPlanner", Recording)
+    clock = ManualClock()
+    session = _session(MotionModel(), clock, threads=True)
+    engine = session._renderer._lipsync
+    spy = _spy(session)
+    consumer = asyncio.create_task(_consume(session, 10))
+    session.say("hello there")
+    while not consumer.done():
+        await _run_clock(clock, seconds=0.04)
+        await asyncio.sleep(0.005)  # the step's thread reports back (nothing asserted on time)
+    await consumer
+    loop_thread = threading.current_thread().name
+    assert built_in and all(name.startswith("livedh-motion") for name in built_in)
+    assert len(spy.levels) >= 10
+    assert spy.threads and all(name.startswith("livedh-motion") for name in spy.threads), spy.threads
+    assert loop_thread not in spy.threads
+    await session.aclose()
+    await engine.aclose()
+    assert not any(t.name.startswith("livedh-motion") for t in threading.enumerate())
+
+
+def test_actions_and_barge_in_are_handed_to_the_next_step() -> None:
+    body = BodyMotion(1, _library(), 640, seed=0, executor=InlineExecutor())
+    spy = SpyPlanner(body._built.result())
+    body.planner = spy  # type: ignore[assignment]
+    body.step(np.zeros(1, np.float32))
+    body.play("wave")
+    assert spy.requested == []  # checked where it arrives, applied by the step
+    with pytest.raises(InvalidInputError, match="wave, bye"):
+        body.play("dance")  # an unknown name is refused at once (the API's 400)
+    body.step(np.zeros(1, np.float32))
+    assert spy.requested == [("wave", 1)] and ACTION in spy.inner.plan_modes
+    body.play("bye")
+    body.interrupt()  # a barge-in drops what was asked before it ...
+    body.step(np.zeros(1, np.float32))
+    assert spy.requested == [("wave", 1)] and spy.interrupted_at == [2]
+    assert ACTION not in spy.inner.plan_modes
+    body.interrupt()
+    body.play("bye")  # ... not what is asked after it
+    body.play("wave")  # and the last request wins, as it would on the planner itself
+    body.step(np.zeros(1, np.float32))
+    assert spy.interrupted_at == [2, 3] and spy.requested == [("wave", 1), ("wave", 3)]
+    body.step(np.zeros(1, np.float32))
+    assert spy.interrupted_at == [2, 3] and len(spy.requested) == 2  # each hand-off applies once
 
 
 async def test_play_action_without_motion_is_refused() -> None:
@@ -279,7 +384,7 @@ async def test_actions_api_and_set_audiotype(offer_sdp) -> None:  # noqa: F811
     async with TestClient(TestServer(app)) as client:
         sid = await _open(client, offer_sdp)
         session = app[_services_key()].sessions.get(sid)
-        spy = _spy(session)
+        spy = BodyCalls(session)
         state = await (await client.get(f"/api/v1/sessions/{sid}")).json()
         assert state["actions"] == ["wave", "bye"]
         assert (await (await client.get("/api/v1/avatar")).json())["actions"] == ["wave", "bye"]
@@ -294,7 +399,7 @@ async def test_actions_api_and_set_audiotype(offer_sdp) -> None:  # noqa: F811
             resp = await client.post("/set_audiotype",
                                      json={"sessionid": sid, "audiotype": audiotype, "reinit": True})
             assert resp.status == 200, await resp.text()
-        assert [name for name, _ in spy.requested] == ["wave", "bye", "wave"]
+        assert spy.played == ["wave", "bye", "wave"]
         assert spy.interrupts == 1  # audiotype 1: back to the plain motion
         msg = await _error(await client.post("/set_audiotype", json={"sessionid": sid, "audiotype": 4}), 400)
         assert "2=wave, 3=bye" in msg
@@ -345,13 +450,13 @@ async def test_the_page_shows_a_button_per_action_that_plays_it() -> None:
         await page.wait_for_selector("#actions button[data-action=bye]", timeout=20_000)
         names = await page.eval_on_selector_all("#actions button", "bs => bs.map(b => b.textContent)")
         assert names == ["wave", "bye"]
-        spy = _spy(app[_services_key()].sessions.get(await page.evaluate("window.livedh.sessionid")))
+        spy = BodyCalls(app[_services_key()].sessions.get(await page.evaluate("window.livedh.sessionid")))
         await page.click("#actions button[data-action=bye]")
         for _ in range(100):
-            if spy.requested:
+            if spy.played:
                 break
             await asyncio.sleep(0.05)
-        assert [name for name, _ in spy.requested] == ["bye"]
+        assert spy.played == ["bye"]
         await page.click("#stop")
         await page.wait_for_function("document.getElementById('actions-box').hidden")
         assert errors == []

@@ -19,6 +19,8 @@ from livedh.errors import InvalidInputError
 
 QUIET_LV = np.zeros(1, np.float32)
 LOUD_LV = np.ones(25, np.float32)
+#: plans the whole lookahead in every call (no plan_steps bound): for tests of what is planned
+FULL = PlannerConfig(plan_steps=25)
 
 
 def synthetic_graph(
@@ -192,7 +194,7 @@ def test_speaking_picks_energetic_footage_and_listening_calm_without_labels() ->
 
 
 def test_pauses_in_speech_are_calm_and_short_gaps_are_not(library: MotionLibrary) -> None:
-    p = MotionPlanner(library, seed=0)
+    p = MotionPlanner(library, FULL, seed=0)
     p.next(np.concatenate([np.ones(10), np.zeros(5), np.ones(10)]).astype(np.float32))
     assert set(p.plan_modes[:24]) == {SPEAK}  # a 5-frame gap between words is no pause
     p.interrupt()
@@ -204,7 +206,7 @@ def test_pauses_in_speech_are_calm_and_short_gaps_are_not(library: MotionLibrary
 
 
 def test_barge_in_replans_within_one_frame(graph: MotionGraph, library: MotionLibrary) -> None:
-    p = MotionPlanner(library, seed=9)
+    p = MotionPlanner(library, FULL, seed=9)
     walk(p, LOUD_LV, 150)
     assert p.plan_modes == [SPEAK] * 24 and graph.gesture[[x.index for x in p.plan]].mean() > 0.5
     picks = walk(p, QUIET_LV, 1)  # speech stopped: the very next frame's plan is for listening
@@ -216,7 +218,7 @@ def test_barge_in_replans_within_one_frame(graph: MotionGraph, library: MotionLi
 
 
 def test_speech_start_replans_within_one_frame(library: MotionLibrary) -> None:
-    p = MotionPlanner(library, seed=9)
+    p = MotionPlanner(library, FULL, seed=9)
     walk(p, QUIET_LV, 100)
     assert p.plan_modes == [QUIET] * 24
     p.next(LOUD_LV)
@@ -224,7 +226,7 @@ def test_speech_start_replans_within_one_frame(library: MotionLibrary) -> None:
 
 
 def test_speech_arriving_in_the_buffer_replans_only_the_tail(library: MotionLibrary) -> None:
-    p = MotionPlanner(library, seed=9)
+    p = MotionPlanner(library, FULL, seed=9)
     walk(p, QUIET_LV, 100)
     before = p.plan
     levels = np.zeros(25, np.float32)
@@ -236,9 +238,30 @@ def test_speech_arriving_in_the_buffer_replans_only_the_tail(library: MotionLibr
 
 
 def test_plan_looks_about_a_second_ahead(library: MotionLibrary) -> None:
-    p = MotionPlanner(library, PlannerConfig(lookahead_frames=25), seed=0)
+    p = MotionPlanner(library, PlannerConfig(lookahead_frames=25, plan_steps=25), seed=0)
     p.next(LOUD_LV)
     assert len(p.plan) == 24
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_a_replan_is_bounded_and_refills_over_the_next_frames(library: MotionLibrary, steps: int) -> None:
+    """plan_steps bounds the scored decisions of one call (the cost of a replan); the frame shown
+    is always planned for the new mode, the rest of the plan follows within a few frames."""
+    p = MotionPlanner(library, PlannerConfig(plan_steps=steps), seed=9)
+    scored: list[int] = []
+    score = p._score
+    p._score = lambda *args: (scored.append(1), score(*args))[1]  # type: ignore[method-assign]
+    picks = walk(p, QUIET_LV, 100)
+    assert p.plan_modes == [QUIET] * 24
+    sizes = []
+    for _ in range(30):
+        scored.clear()
+        picks.append(p.next(LOUD_LV))
+        assert len(scored) <= steps
+        assert p.plan_modes == [SPEAK] * len(p.plan)  # nothing planned for the old mode is left
+        sizes.append(len(p.plan))
+    assert sizes[0] < 24 and sizes[-1] == 24  # bounded at first, refilled since
+    check_walk(library.graph, picks + walk(p, QUIET_LV, 60))
 
 
 # --- actions --------------------------------------------------------------------------------------

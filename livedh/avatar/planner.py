@@ -18,7 +18,8 @@ a prohibitive one for repeating a run of ``repeat_window`` frames already shown 
 no visible period), a penalty for jumping, a growing penalty for playing on too long, plus
 seeded noise. When the loudness the planner is given changes the mode of an already planned
 frame (speech starts, a barge-in silences it), the plan is dropped from that frame and replanned
-at once. Everything is seeded; no wall clock.
+at once: the frame shown next, and the rest over the next frames (``plan_steps`` decisions per
+frame, so no frame costs more than a few ms). Everything is seeded; no wall clock.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
 from livedh.avatar.motion_graph import NATURAL
 from livedh.avatar.planner_blend import BlendCosts
 from livedh.avatar.planner_routes import Routes, footage_activity, future_activity
-from livedh.avatar.planner_runs import RunMemory
+from livedh.avatar.planner_runs import RunMemory, cornered_frames, forced_frames
 from livedh.errors import InvalidInputError
 
 QUIET, SPEAK, ACTION = 0, 1, 2
@@ -85,6 +86,11 @@ class PlannerConfig:
     #: calmest footage is a small part of it
     repeat_window: int = 100
     repeat_memory: int = 15000
+    #: scored decisions (frames where a jump may be taken) per :meth:`MotionPlanner.next` at most;
+    #: frames with no choice are free; at least 2, so the plan refills. Bounds the cost of a replan
+    #: (each decision ~0.3 ms): a dropped plan's first frames are planned at once, the rest over
+    #: the next few frames
+    plan_steps: int = 3
 
     def __post_init__(self) -> None:
         if self.lookahead_frames < 1 or not 1 <= self.blend_frames <= 16:
@@ -99,8 +105,8 @@ class PlannerConfig:
             raise InvalidInputError(
                 "planner: revisit_memory >= 1, pause_frames >= 0, 0 < speak_threshold <= 1"
             )
-        if self.repeat_window < 0 or self.repeat_memory < 1:
-            raise InvalidInputError("planner: repeat_window >= 0, repeat_memory >= 1")
+        if self.repeat_window < 0 or self.repeat_memory < 1 or self.plan_steps < 2:
+            raise InvalidInputError("planner: repeat_window >= 0, repeat_memory >= 1, plan_steps >= 2")
         lo, hi = self.energy_quantiles
         weights = (self.energy_weight, self.calm_weight, self.label_weight, self.future_weight)
         if not 0.0 <= lo < hi <= 1.0 or min(weights) < 0 or not 0.0 <= self.future_discount < 1.0:
@@ -156,10 +162,23 @@ def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
     return np.clip((db + 50.0) / 20.0, 0.0, 1.0).astype(np.float32)
 
 
+def playable_action(library: MotionLibrary, name: str) -> ActionClip:
+    """Action ``name`` of ``library``: InvalidInputError if there is none (the message lists them)
+    or its clip's start is not in the motion graph. Cheap, for checking a request where it arrives."""
+    clip = library.action(name)
+    nodes = library.graph.nodes
+    at = int(np.searchsorted(nodes, clip.start))
+    if at == nodes.size or nodes[at] != clip.start:
+        raise InvalidInputError(f"action {name!r} cannot be played: its start is not in the motion graph")
+    return clip
+
+
 class MotionPlanner:
     """Chooses the footage frame of every output frame of one session (see the module docstring).
 
-    Not thread-safe: one session's render loop calls it, one frame at a time.
+    Not thread-safe: one thread at a time calls it, one frame at a time (a session's steps run
+    in a worker thread, session/motion.py). Building one takes ~0.1-0.2 s (the blend of every
+    transition is predicted up front); after that :meth:`next` is bounded by ``plan_steps``.
     """
 
     def __init__(self, library: MotionLibrary, config: PlannerConfig | None = None, *, seed: int = 0) -> None:
@@ -181,9 +200,13 @@ class MotionPlanner:
             self._costs = BlendCosts(g, library.keypoints, library.visible, cfg.blend_range)
         longest = cfg.blend_frames if self._costs is None else cfg.blend_range[1]
         self._route_len = longest
-        self._cornered: dict[int, bool] = {}  # memo of _last_chance
         # a jump must land on a run long enough for its blend to play out (unless nothing else goes)
         self._edge_ok = ~self._jump | (self._run_len[g.indices] > longest)
+        # per frame: its run ends soon (within 2 * min_gap) with no smooth jump from a frame after
+        # it (planner_blend.py): the walk should jump now rather than be cornered
+        shares = None if self._costs is None else self._costs.shares
+        self._cornered = cornered_frames(self._edge_ok & self._jump, shares, g.indptr, self._run_len,
+                                         2 * cfg.min_gap)
         speech = np.asarray(library.speech, dtype=bool)
         good = [~g.gesture & ~speech, g.gesture | speech]  # per mode: QUIET, SPEAK
         self._cum = [np.concatenate([[0], np.cumsum(m)]).astype(np.float64) for m in good]
@@ -195,15 +218,14 @@ class MotionPlanner:
                             highest=mode == SPEAK)
             for mode in (QUIET, SPEAK)
         ]  # fmt: skip
-        self._in_graph = np.zeros(n, dtype=bool)
-        self._in_graph[g.nodes] = True
-        self._routes: Routes | None = None  # shortest routes to actions, built on first use
+        # shortest routes to actions (built here, off the session's loop, not on the first request)
+        self._routes = Routes(g, self._nat, self._run_len, longest) if library.actions else None
         self._seen = np.full(n, -np.inf)
         self._emitted = 0
         self._queue: deque[_Item] = deque()
         self._past: deque[float] = deque([0.0] * cfg.pause_frames, maxlen=max(1, cfg.pause_frames))
         self._runs = RunMemory(cfg.repeat_window, cfg.repeat_memory)
-        self._forced = self._forced_frames()
+        self._forced = forced_frames(self._edge_ok, g.indptr, self._nat)
         self._pending: ActionClip | None = None
         self._start = self._choose_start(good[QUIET])
         self._drive = np.zeros(0)  # loudness of each speaking frame of the horizon (0 when quiet)
@@ -250,9 +272,7 @@ class MotionPlanner:
     def request_action(self, name: str) -> None:
         """Plays action ``name`` as soon as the walk can get to it: InvalidInputError if the avatar
         has no such action (the message lists them) or its clip is not in the motion graph."""
-        clip = self.library.action(name)
-        if not self._in_graph[clip.start]:
-            raise InvalidInputError(f"action {name!r} cannot be played: its start is not in the motion graph")
+        clip = playable_action(self.library, name)
         self._drop(0)
         self._pending = clip
 
@@ -305,13 +325,19 @@ class MotionPlanner:
             self._seen[item.pick.index] = item.prev_seen
 
     def _extend(self, modes: np.ndarray) -> None:
-        h = self.config.lookahead_frames
+        """Plans on up to ``lookahead_frames``, at most ``plan_steps`` scored decisions (at least
+        the frame about to be shown)."""
+        h, budget = self.config.lookahead_frames, self.config.plan_steps
         while len(self._queue) < h:
             state = self._queue[-1].state if self._queue else self._state
             if self._pending is not None:
                 self._route(state, self._pending)
                 self._pending = None
                 continue
+            if not self._forced_on(state):
+                if not budget and self._queue:
+                    return
+                budget -= 1
             p = len(self._queue)
             node, jump, k = self._step(state, modes[p : p + h], self._drive[p : p + h])
             self._push(state, node, jump, int(modes[p]), k)
@@ -339,10 +365,9 @@ class MotionPlanner:
         cur, cfg = state.node, self.config
         if cur < 0:
             return self._start, False, cfg.blend_frames
-        last = bool(self._nat[cur]) and self._last_chance(cur)
-        early = last and state.blend_t >= state.blend_k  # cornered: jump before min_gap, the blend done
-        if self._nat[cur] and state.since_jump < cfg.min_gap and not early:
+        if self._forced_on(state):
             return cur + 1, False, cfg.blend_frames
+        last = bool(self._nat[cur] and self._cornered[cur])
         lo, hi = self._indptr[cur], self._indptr[cur + 1]
         length, share = self._blend_of(cur)
         usable = self._edge_ok[lo:hi]
@@ -364,21 +389,16 @@ class MotionPlanner:
         best = int(np.argmax(scores))
         return int(targets[best]), bool(jumps[best]), int(length[usable][best])
 
-    def _last_chance(self, cur: int) -> bool:
-        """Whether ``cur``'s run ends soon (within ``2 * min_gap``) and no frame after ``cur`` on it
-        has a smooth jump (planner_blend.py): the walk should jump now rather than be cornered."""
-        if self._costs is None or self._run_len[cur] > 2 * self.config.min_gap:
+    def _forced_on(self, state: _State) -> bool:
+        """Whether the frame after ``state`` plays on with no decision: within ``min_gap`` of the
+        last jump, unless cornered (the run ends with no smooth jump, ``_cornered``) with
+        the blend done. The start is no decision either."""
+        cur = state.node
+        if cur < 0:
+            return True
+        if not self._nat[cur] or state.since_jump >= self.config.min_gap:
             return False
-        got = self._cornered.get(cur)
-        if got is None:
-            got = True
-            for f in range(cur + 1, cur + int(self._run_len[cur])):
-                lo, hi = self._indptr[f], self._indptr[f + 1]
-                if (self._edge_ok[lo:hi] & self._jump[lo:hi] & (self._blend_of(f)[1] <= 1.0)).any():
-                    got = False
-                    break
-            self._cornered[cur] = got
-        return got
+        return not (self._cornered[cur] and state.blend_t >= state.blend_k)
 
     def _share(self, i: int, j: int) -> float:
         """Smoothness share of the edge ``i -> j`` (0 for a natural one, inf for none)."""
@@ -400,16 +420,6 @@ class MotionPlanner:
             return self._costs.of(cur)
         size = int(self._indptr[cur + 1] - self._indptr[cur])
         return np.full(size, self.config.blend_frames), np.zeros(size)
-
-    def _forced_frames(self) -> np.ndarray:
-        """Per frame: how many frames after it play on with no other way (only its natural edge)."""
-        ok = np.concatenate([[0], np.cumsum(self._edge_ok)])
-        choices = ok[self._indptr[1:]] - ok[self._indptr[:-1]]
-        forced = np.zeros(self._n + 1, dtype=np.int64)
-        for f in range(self._n - 1, -1, -1):
-            if choices[f] <= 1 and self._nat[f]:
-                forced[f] = 1 + forced[f + 1]
-        return forced
 
     def _repeats(self, targets: np.ndarray, jumps: np.ndarray) -> np.ndarray:
         """Whether showing each target next, and the frames it forces on, repeats a run shown or
@@ -491,7 +501,7 @@ class MotionPlanner:
             if self._share(cur + d, start) <= 1.0:
                 return [*range(cur + 1, cur + d + 1), start]
         if self._routes is None:
-            self._routes = Routes(self.library.graph, self._nat, self._run_len, self._route_len)
+            self._routes = Routes(self.library.graph, self._nat, self._run_len, self._route_len)  # no actions
         path = self._routes.shortest(cur + wait, start, self._rough)
         return None if path is None else [*range(cur + 1, cur + wait + 1), *path]
 

@@ -77,13 +77,48 @@ class RunMemory:
         if not w or t + int(forced.max(initial=0)) + 1 < w:
             return out
         p = np.array(self._prefixes(queued), dtype=np.uint64)  # times t-w-1 .. t-1
-        for k, (c, f) in enumerate(zip(targets.tolist(), np.minimum(forced, w - 1).tolist(), strict=True)):
-            j = np.arange(f + 1)  # frames c+j at times t+j
-            j = j[t + j + 1 >= w]  # full runs only
-            if not j.size:
-                continue
-            with np.errstate(over="ignore"):
-                prefix = p[-1] * self._pow[j + 1] + np.uint64(c) * self._s0[j + 1] + self._s1[j + 1]
-                keys = prefix - p[j + 1] * np.uint64(self._top)
-            out[k] = any(key in self._count or key in planned for key in keys.tolist())
-        return out
+        f = np.minimum(forced, w - 1)
+        j = np.arange(int(f.max(initial=0)) + 1)  # frames c+j at times t+j ...
+        full = (j[None, :] <= f[:, None]) & (t + j + 1 >= w)[None, :]  # ... that end a full run
+        if not full.any():
+            return out
+        c = np.asarray(targets, dtype=np.uint64)[:, None]
+        with np.errstate(over="ignore"):
+            prefix = p[-1] * self._pow[j + 1] + c * self._s0[j + 1] + self._s1[j + 1]
+            keys = prefix - p[j + 1] * np.uint64(self._top)
+        # set operations on the distinct keys, numpy for which candidate they belong to
+        distinct = set(keys[full].tolist())
+        hits = (distinct & self._count.keys()) | (distinct & planned)
+        if not hits:
+            return out
+        return (np.isin(keys, np.fromiter(hits, dtype=np.uint64, count=len(hits))) & full).any(axis=1)
+
+
+def forced_frames(edge_ok: np.ndarray, indptr: np.ndarray, nat: np.ndarray) -> np.ndarray:
+    """Per frame (and one past the last): how many frames after it play on with no other way (only
+    its natural edge among the ``edge_ok`` edges of the CSR graph ``indptr``; ``nat``: frame f has
+    its natural edge)."""
+    n = indptr.size - 1
+    ok = np.concatenate([[0], np.cumsum(edge_ok)])
+    choices = ok[indptr[1:]] - ok[indptr[:-1]]
+    forced = np.zeros(n + 1, dtype=np.int64)
+    for f in range(n - 1, -1, -1):
+        if choices[f] <= 1 and nat[f]:
+            forced[f] = 1 + forced[f + 1]
+    return forced
+
+
+def cornered_frames(
+    jumps_ok: np.ndarray, shares: np.ndarray | None, indptr: np.ndarray, run_len: np.ndarray, within: int
+) -> np.ndarray:
+    """Per frame: its natural run ends within ``within`` frames (``run_len``: frames to the run's
+    end) and no frame after it on the run has a smooth jump (an edge in ``jumps_ok`` whose blend
+    ``shares`` is at most 1). All False without shares (no pose: every jump counts as smooth)."""
+    n = indptr.size - 1
+    if shares is None:
+        return np.zeros(n, dtype=bool)
+    cs = np.concatenate([[0], np.cumsum(jumps_ok & (shares <= 1.0))])
+    smooth = (cs[indptr[1:]] - cs[indptr[:-1]]) > 0
+    later = np.concatenate([[0], np.cumsum(smooth)])
+    f = np.arange(n)
+    return (run_len <= within) & (later[f + run_len] - later[f + 1] == 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -51,6 +51,10 @@ class LipSyncEngine:
         self.name = name
         self.stats = EngineStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        #: where the sessions' motion planners run their steps (and are built), off the event
+        #: loop: a replan takes milliseconds. Shared by the sessions of this model's avatar; its
+        #: threads start on first use. Replaceable (tests run steps inline).
+        self.motion_executor: Executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="livedh-motion")
         self._queue: asyncio.Queue[tuple[LipSyncRequest, asyncio.Future[np.ndarray]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -139,4 +143,5 @@ class LipSyncEngine:
                 if not fut.done():
                     fut.cancel()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self.motion_executor.shutdown, True)
         self.model.close()

@@ -4,8 +4,9 @@ Frame i is rendered while frame i - ``render_ahead`` plays (a small buffer again
 jitter) and handed to the channel with the audio played during it, both on the session's clock.
 When rendering falls behind, the last picture is repeated so the voice stays on time.
 A video avatar with a motion graph also gets a body (``BodyMotion``): the footage frame of each
-output frame is chosen by its motion planner from the speech playing and buffered, and carried
-by the lip-sync request.
+output frame is chosen by its motion planner from the speech playing and buffered (in the
+engine's ``livedh-motion`` worker threads, not on the event loop), and carried by the lip-sync
+request.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Renderer:
         library = lipsync.model.motion
         #: the avatar's body: None for avatars without a motion graph (the model's own loop)
         self.body = (
-            BodyMotion(sessionid, library, channel.samples_per_frame, seed=seed)
+            BodyMotion(sessionid, library, channel.samples_per_frame, seed=seed,
+                       executor=lipsync.motion_executor)
             if library is not None else None
         )
 
@@ -79,7 +81,8 @@ class Renderer:
         return self.body.actions if self.body is not None else []
 
     def play_action(self, name: str) -> None:
-        """Start action ``name`` now; InvalidInputError for an unknown name (listing them)."""
+        """Start action ``name`` from the next frame; InvalidInputError for an unknown name
+        (listing them)."""
         if self.body is None:
             raise InvalidInputError("this avatar has no actions")
         self.body.play(name)
@@ -104,7 +107,7 @@ class Renderer:
             await self._clock.wait_until((index - self._ahead) / self._fps)
             block, had_speech = self._playout.take(self._channel.samples_per_frame)
             # Every frame, shown or skipped: the body's motion goes on at the stream's pace.
-            pick = self._next_pick(block)
+            pick = await self._next_pick(block)
             behind = self._clock.elapsed() - index / self._fps
             if last_video is not None and behind > 0:
                 # The renderer cannot keep up (a model too heavy for this machine, or overload):
@@ -124,11 +127,13 @@ class Renderer:
             self.frames_sent = index
             index += 1
 
-    def _next_pick(self, block: np.ndarray) -> FootagePick | None:
+    async def _next_pick(self, block: np.ndarray) -> FootagePick | None:
         if self.body is None:
             return None
         try:
-            return self.body.next(block, self._playout)
+            return await self.body.next(block, self._playout)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             # A planner bug must not end the stream, nor flood the log 25 times a second: the
             # rest of the session gets the model's own loop.

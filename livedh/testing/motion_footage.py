@@ -91,26 +91,41 @@ def make_motion_footage(seconds: float, *, fps: int = 25, size: int = 256, seed:
 
 def write_motion_avatar(avatar_dir: Path, footage: MotionFootage, *, name: str = "mover",
                         actions: dict[str, list[int]] | None = None, model: str = "wav2lip") -> Any:
-    """A video avatar folder from ``footage`` with its ``motion/`` files (graph built from the
-    footage's exact keypoints, speech = the gesture frames) and the manifest's ``motion`` entry.
-    Returns the manifest."""
+    """A video avatar folder from ``footage`` with its ``motion/`` files and the manifest's
+    ``motion`` entry. The graph follows the real build's rule (livedh/avatar/motion_build.py):
+    cuts detected and appearance descriptors taken from the stored frames, poses the footage's
+    exact keypoints, action clips joined at their ends; speech = the gesture frames. Returns the
+    manifest."""
     from dataclasses import replace
 
-    from livedh.avatar.format import load_array, write_manifest
+    from livedh.avatar.format import frame_file, load_array, write_manifest
     from livedh.avatar.motion import GRAPH_FILE, POSES_FILE, save_speech
-    from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph
+    from livedh.avatar.motion_build import cut_thumbs, small_grey
+    from livedh.avatar.motion_graph import MotionGraphConfig, build_motion_graph, join_spans
+    from livedh.avatar.motion_labels import appearance_features, detect_cuts
     from livedh.avatar.video import write_video_avatar
 
-    manifest = write_video_avatar(Path(avatar_dir), list(footage.frames), footage.fps, name,
+    avatar_dir = Path(avatar_dir)
+    manifest = write_video_avatar(avatar_dir, list(footage.frames), footage.fps, name,
                                   landmarks=footage.landmarks, model=model, progress=False)
     n = len(footage.frames)
-    boxes = load_array(Path(avatar_dir) / "boxes.npy", (n, 4))
-    graph = build_motion_graph(footage.keypoints, footage.visible, boxes, np.zeros(0, np.int64),
-                               MotionGraphConfig())
-    (Path(avatar_dir) / GRAPH_FILE).parent.mkdir(parents=True, exist_ok=True)
-    graph.save(Path(avatar_dir) / GRAPH_FILE)
-    np.savez_compressed(Path(avatar_dir) / POSES_FILE, keypoints=footage.keypoints, visible=footage.visible)
-    save_speech(Path(avatar_dir), footage.gesture)
+    boxes = load_array(avatar_dir / "boxes.npy", (n, 4))
+    # the stored (JPEG) frames, read as the build reads them, so descriptors match a real build's
+    side = max(manifest.width, manifest.height)
+    grey = np.stack([small_grey(avatar_dir / frame_file(i), side) for i in range(n)])
+    cuts = detect_cuts(cut_thumbs(grey))
+    looks = appearance_features(grey, footage.keypoints, footage.visible, frame_width=manifest.width)
+    config = MotionGraphConfig()
+    graph = build_motion_graph(footage.keypoints, footage.visible, boxes, cuts, config, appearance=looks)
+    if actions:
+        spans = [(int(a), int(b)) for a, b in actions.values()]
+        graph = join_spans(graph, footage.keypoints, footage.visible, spans, face_boxes=boxes,
+                           appearance=looks, config=config)  # fmt: skip
+    (avatar_dir / GRAPH_FILE).parent.mkdir(parents=True, exist_ok=True)
+    graph.save(avatar_dir / GRAPH_FILE)
+    np.savez_compressed(avatar_dir / POSES_FILE, keypoints=footage.keypoints, visible=footage.visible,
+                        appearance=looks.features.astype(np.float16), appearance_present=looks.present)
+    save_speech(avatar_dir, footage.gesture)
     manifest = replace(manifest, motion={"version": 1, "actions": dict(actions or {}), "source_frames": n})
-    write_manifest(Path(avatar_dir), manifest)
+    write_manifest(avatar_dir, manifest)
     return manifest
