@@ -9,9 +9,11 @@ blend.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -25,6 +27,8 @@ POSES_FILE = "motion/poses.npz"
 SPEECH_FILE = "motion/speech.npy"
 #: version of the files under ``motion/``: a newer builder rebuilds older ones
 MOTION_VERSION = 1
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,19 @@ class MotionLibrary:
     #: (n_frames, 23); None when absent. The planner predicts how smooth each blend is from it.
     keypoints: np.ndarray | None = None
     visible: np.ndarray | None = None
+    # what planners derive from the library alone (blend costs: ~0.1 s), made once per avatar
+    _derived: dict[Hashable, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _derived_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                          compare=False)
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()``, computed on the first call for ``key`` and shared by every later caller (every
+        session of this avatar); ``key`` names what the value depends on. Thread-safe; the value
+        must not be modified."""
+        with self._derived_lock:
+            if key not in self._derived:
+                self._derived[key] = make()
+            return cast(T, self._derived[key])
 
     @property
     def action_names(self) -> list[str]:

@@ -197,7 +197,9 @@ class MotionPlanner:
         self._run_len = np.minimum.accumulate(ends[::-1])[::-1] - np.arange(n) + 1
         self._costs: BlendCosts | None = None
         if library.keypoints is not None and library.visible is not None:
-            self._costs = BlendCosts(g, library.keypoints, library.visible, cfg.blend_range)
+            kp, vis = library.keypoints, library.visible
+            self._costs = library.derived(("blend_costs", cfg.blend_range),
+                                          lambda: BlendCosts(g, kp, vis, cfg.blend_range))
         longest = cfg.blend_frames if self._costs is None else cfg.blend_range[1]
         self._route_len = longest
         # a jump must land on a run long enough for its blend to play out (unless nothing else goes)

@@ -19,7 +19,8 @@ from livedh.avatar.motion_graph import NATURAL, MotionGraph
 Rough = Callable[[int], Collection[int]]
 #: extra frames a route is charged for a rough jump: taken only where there is no other way
 ROUGH = 1000.0
-_RETRIES = 3
+#: rounds of re-routing around rough jumps found on the way (each round charges a new one)
+_RETRIES = 12
 
 
 def footage_activity(energy: np.ndarray, nodes: np.ndarray, quantiles: tuple[float, float]) -> np.ndarray:
