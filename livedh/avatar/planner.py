@@ -59,8 +59,9 @@ class PlannerConfig:
     max_run: int = 150
     run_penalty: float = 1.0
     jump_penalty: float = 0.5
-    #: penalty for footage shown recently, decaying with age over ``revisit_memory`` frames
-    revisit_penalty: float = 0.7
+    #: penalty for footage shown recently, decaying with age over ``revisit_memory`` frames (with
+    #: ``calm_weight`` high, it must be too, or a sparse graph's calmest loop repeats)
+    revisit_penalty: float = 1.0
     revisit_memory: int = 250
     #: weight of the seeded uniform noise added to every score
     noise: float = 0.2
@@ -73,7 +74,7 @@ class PlannerConfig:
     #: under speech, scaled by its loudness, and wanted low in pauses and listening (``calm_weight``);
     #: and its labels (gesture or source speech for speech, neither for quiet), which can be coarse
     energy_weight: float = 2.0
-    calm_weight: float = 2.0
+    calm_weight: float = 3.0
     label_weight: float = 0.5
     energy_quantiles: tuple[float, float] = (0.05, 0.9)
     #: weight of where the footage can go after the horizon: the calmest (or busiest) walk on from
