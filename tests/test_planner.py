@@ -13,7 +13,13 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
-from livedh.avatar.motion_graph import MotionGraph, MotionGraphConfig, build_motion_graph
+from livedh.avatar.motion_graph import (
+    NATURAL,
+    TRANSITION,
+    MotionGraph,
+    MotionGraphConfig,
+    build_motion_graph,
+)
 from livedh.avatar.planner import ACTION, QUIET, SPEAK, MotionPlanner, PlannerConfig, speech_levels
 from livedh.errors import InvalidInputError
 
@@ -158,6 +164,45 @@ def test_idle_walk_has_no_visible_period(graph: MotionGraph) -> None:
     assert len(np.unique(runs, axis=0)) == len(runs)
     assert jumps > 10 * 60 * 25 // PlannerConfig().max_run  # it keeps moving through the footage
     assert not graph.gesture[idx].mean() > 0.02  # listening stays on idle footage
+
+
+def sparse_graph(n: int = 250, every: int = 10, per: int = 3) -> MotionGraph:
+    """Footage of ``n`` frames played on naturally, with ``per`` seeded transition edges from every
+    ``every``-th frame (and from the last) to frames at multiples of 5: few ways to vary a walk."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        out = {i + 1: NATURAL} if i + 1 < n else {}
+        if i % every == every - 1 or i == n - 1:
+            for t in rng.choice(np.arange(0, n - 30, 5), per, replace=False).tolist():
+                out.setdefault(t, TRANSITION)
+        rows.append(sorted(out.items()))
+    indptr = np.cumsum([0] + [len(r) for r in rows])
+    indices = np.array([t for r in rows for t, _ in r], np.int64)
+    kinds = np.array([k for r in rows for _, k in r], np.uint8)
+    energy = rng.uniform(0, 1, n).astype(np.float32)
+    none = np.zeros(0, np.int64)
+    return MotionGraph(n, np.arange(n), indptr, indices, kinds, np.zeros(n, bool), energy, none, none)
+
+
+def _repeated_runs(picks: list[FootagePick], run: int = 5 * 25) -> int:
+    runs = sliding_window_view(np.array([x.index for x in picks]), run)
+    return len(runs) - len(np.unique(runs, axis=0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_idle_walk_on_a_sparse_graph_repeats_no_5s_run(seed: int) -> None:
+    """Few transitions (~75 over 250 frames): a 10 minute idle walk still shows no 5 s run twice,
+    for every seed; without the repeat check the same walk repeats most runs."""
+    g = sparse_graph()
+    assert g.n_transitions < 100
+    lib = MotionLibrary(g, np.zeros(g.n_frames, bool), ())
+    picks = walk(MotionPlanner(lib, seed=seed), QUIET_LV, 10 * 60 * 25)
+    check_walk(g, picks)
+    assert _repeated_runs(picks) == 0
+    if seed == 0:
+        loose = walk(MotionPlanner(lib, PlannerConfig(repeat_window=0), seed=seed), QUIET_LV, 10 * 60 * 25)
+        assert _repeated_runs(loose) > 1000
 
 
 def test_speaking_shows_more_gesture_than_listening(graph: MotionGraph) -> None:

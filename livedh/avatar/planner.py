@@ -14,8 +14,8 @@ speech, the louder the higher, and low in pauses and listening; its labels (gest
 footage for speech, idle footage for quiet), which weigh less; and where the footage can lead on
 after the horizon (a value iteration over the graph, once per planner). Prefix sums along
 natural runs make scoring a few numpy operations. Minus a penalty for footage shown recently,
-a prohibitive one for repeating a run of ``repeat_window`` frames already shown (planner_runs.py:
-no visible period), a penalty for jumping, a growing penalty for playing on too long, plus
+a growing one for repeating footage shown before, prohibitive from ``repeat_window`` frames
+(planner_runs.py: no visible period), a penalty for jumping, a growing penalty for playing on too long, plus
 seeded noise. When the loudness the planner is given changes the mode of an already planned
 frame (speech starts, a barge-in silences it), the plan is dropped from that frame and replanned
 at once: the frame shown next, and the rest over the next frames (``plan_steps`` decisions per
@@ -33,12 +33,16 @@ from livedh.avatar.motion import ActionClip, FootagePick, MotionLibrary
 from livedh.avatar.motion_graph import NATURAL
 from livedh.avatar.planner_blend import BlendCosts
 from livedh.avatar.planner_routes import Routes, footage_activity, future_activity
-from livedh.avatar.planner_runs import RunMemory, cornered_frames, forced_frames
+from livedh.avatar.planner_runs import MatchMemory, cornered_frames, forced_frames
 from livedh.errors import InvalidInputError
 
 QUIET, SPEAK, ACTION = 0, 1, 2
-#: subtracted from the score of a successor that would repeat a run shown (PlannerConfig.repeat_window)
+#: subtracted from the score of a successor as the run it repeats grows from _SOFT_FROM of
+#: PlannerConfig.repeat_window to all of it (beyond: not taken where another successor is below it),
+#: so the walk turns away before every way on repeats (the margin keeps 10 min idle walks on sparse
+#: graphs below 125 frames for every seed measured)
 _REPEAT_PENALTY = 10.0
+_SOFT_FROM = 0.7
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class PlannerConfig:
     #: under speech, scaled by its loudness, and wanted low in pauses and listening (``calm_weight``);
     #: and its labels (gesture or source speech for speech, neither for quiet), which can be coarse
     energy_weight: float = 2.0
-    calm_weight: float = 3.0
+    calm_weight: float = 5.0
     label_weight: float = 0.5
     energy_quantiles: tuple[float, float] = (0.05, 0.9)
     #: weight of where the footage can go after the horizon: the calmest (or busiest) walk on from
@@ -82,9 +86,10 @@ class PlannerConfig:
     #: so the walk does not settle on calm footage that only leads on to busy footage
     future_weight: float = 0.5
     future_discount: float = 0.96
-    #: no run of this many footage frames is shown twice within ``repeat_memory`` output frames
-    #: where another successor can be taken (0: no such check): no visible period even where the
-    #: calmest footage is a small part of it
+    #: no run of this many output frames repeats footage shown within ``repeat_memory`` output
+    #: frames where another successor can be taken, and the walk turns away from long repeats before
+    #: it is cornered (planner_runs.py; 0: no such check): no visible period even where the calmest
+    #: footage is a small part of it
     repeat_window: int = 100
     repeat_memory: int = 15000
     #: scored decisions (frames where a jump may be taken) per :meth:`MotionPlanner.next` at most;
@@ -136,9 +141,6 @@ class _Item:
     mode: int
     #: ``seen`` of the frame before this item was planned, restored when the item is dropped
     prev_seen: float
-    #: prefix hash of the footage shown up to this frame, and hash of the run ending with it (RunMemory)
-    prefix: int
-    key: int
 
 
 def speech_levels(samples: np.ndarray, samples_per_frame: int) -> np.ndarray:
@@ -227,7 +229,7 @@ class MotionPlanner:
         self._emitted = 0
         self._queue: deque[_Item] = deque()
         self._past: deque[float] = deque([0.0] * cfg.pause_frames, maxlen=max(1, cfg.pause_frames))
-        self._runs = RunMemory(cfg.repeat_window, cfg.repeat_memory)
+        self._runs = MatchMemory(cfg.repeat_memory, 2 * cfg.repeat_window)
         self._forced = forced_frames(self._edge_ok, g.indptr, self._nat)
         self._pending: ActionClip | None = None
         self._start = self._choose_start(good[QUIET])
@@ -267,7 +269,7 @@ class MotionPlanner:
         self._extend(modes)
         item = self._queue.popleft()
         self._state = item.state
-        self._runs.emit(item.prefix, item.key)
+        self._runs.emit(item.pick.index)
         self._emitted += 1
         self._past.append(float(np.clip(lv[0], 0.0, 1.0)))
         return item.pick
@@ -358,8 +360,7 @@ class MotionPlanner:
         else:
             pick = FootagePick(node)
         new = _State(node, since, src, t, k)
-        prefix, key = self._runs.plan([item.prefix for item in self._queue], node)
-        self._queue.append(_Item(pick, new, mode, float(self._seen[node]), prefix, key))
+        self._queue.append(_Item(pick, new, mode, float(self._seen[node])))
         self._seen[node] = self._emitted + len(self._queue) - 1
         return new
 
@@ -385,7 +386,7 @@ class MotionPlanner:
             usable &= share <= share[usable].min()
         targets = self._indices[lo:hi][usable]
         jumps = self._jump[lo:hi][usable]
-        scores = self._score(targets, horizon, drive) - _REPEAT_PENALTY * self._repeats(targets, jumps)
+        scores = self._score(targets, horizon, drive) - self._repeat_cost(targets, jumps)
         scores -= (cfg.jump_penalty + cfg.smooth_weight * share[usable]) * jumps
         tired = (state.since_jump - cfg.min_gap) / (cfg.max_run - cfg.min_gap)
         scores -= (cfg.run_penalty * min(1.0, max(0.0, tired))) * ~jumps
@@ -424,17 +425,20 @@ class MotionPlanner:
         size = int(self._indptr[cur + 1] - self._indptr[cur])
         return np.full(size, self.config.blend_frames), np.zeros(size)
 
-    def _repeats(self, targets: np.ndarray, jumps: np.ndarray) -> np.ndarray:
-        """Whether showing each target next, and the frames it forces on, repeats a run shown or
-        planned already (see RunMemory)."""
-        if not self.config.repeat_window:
-            return np.zeros(targets.size, dtype=bool)
+    def _repeat_cost(self, targets: np.ndarray, jumps: np.ndarray) -> np.ndarray:
+        """Score cost of the run of output each target (and the frames it forces on) repeats
+        (MatchMemory): growing from ``_SOFT_FROM * repeat_window`` so the walk turns away before it
+        is cornered; from ``repeat_window`` on, prohibitive (a longer repeat more so: cornered, the
+        shortest wins)."""
+        w = self.config.repeat_window
+        if not w:
+            return np.zeros(targets.size)
         gap = self.config.min_gap
         after = np.where(jumps, np.minimum(targets + gap, self._n - 1), targets)
         forced = np.minimum(np.where(jumps, gap, 0) + self._forced[after], self._run_len[targets] - 1)
-        queued = [item.prefix for item in self._queue]
-        planned = {item.key for item in self._queue}
-        return self._runs.repeats(queued, planned, targets, forced)
+        length = self._runs.repeat_lengths([item.pick.index for item in self._queue], targets, forced)
+        soft = _REPEAT_PENALTY * np.clip((length / w - _SOFT_FROM) / (1.0 - _SOFT_FROM), 0.0, 1.0)
+        return soft + np.where(length >= w, 1e6 * (1.0 + length), 0.0)
 
     def _score(self, c: np.ndarray, horizon: np.ndarray, drive: np.ndarray) -> np.ndarray:
         """Match of the footage run following each candidate with the horizon's modes and loudness

@@ -1,97 +1,59 @@
-"""Which runs of footage frames the motion planner has shown, so that it shows none twice.
+"""Which footage the motion planner has shown, so that it shows no long run of it twice.
 
-A *run* is the footage frames of ``window`` consecutive output frames. Runs are kept as polynomial
-hashes (mod 2**64) of prefix hashes over the output, so the run ending at any output frame, or
-after any candidate successor and the frames it forces on (a jump plays on for ``min_gap``
-frames; footage with no other way on plays on), is a few numpy operations away. A run repeats
-only where every decision point along it had no other way: no visible period.
+The planner hands :class:`MatchMemory` each frame it shows; before each decision it asks, for
+every successor and the frames that successor forces on (a jump plays on for ``min_gap`` frames;
+footage with no other way on plays on), how long a run of output would then repeat one shown
+before (the longest common stretch with any earlier part of the output). The planner never takes
+a successor whose repeat reaches ``repeat_window`` where another is below it, and steers away from
+long repeats before it is cornered: a guarantee, not a tuning outcome, wherever the graph allows.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
-_BASE = 0x9E3779B97F4A7C15
-_MOD = 1 << 64
 
+class MatchMemory:
+    """The footage indices of the last ``memory`` output frames shown (a numpy buffer that is
+    compacted when full, so appending is O(1) amortised)."""
 
-class RunMemory:
-    """The runs shown over the last ``memory`` output frames. The planner hands it each frame it
-    shows (:meth:`emit`) and, for what it has planned but not shown, the prefix hashes of the
-    planned frames (``queued``)."""
+    def __init__(self, memory: int, cap: int) -> None:
+        self.memory, self.cap = memory, cap
+        self._buf = np.zeros(2 * memory + 1, dtype=np.int32)
+        self._start = self._end = 0
 
-    def __init__(self, window: int, memory: int) -> None:
-        self.window, self.memory = window, memory
-        w = max(window, 1)
-        pw, s0, s1 = [1], [0], [0]
-        for k in range(w + 1):  # B**k, sum_{i<k} B**(k-1-i), sum_{i<k} i * B**(k-1-i)  (mod 2**64)
-            pw.append(pw[-1] * _BASE % _MOD)
-            s0.append((s0[-1] * _BASE + 1) % _MOD)
-            s1.append((s1[-1] * _BASE + k) % _MOD)
-        self._pow, self._s0, self._s1 = (np.array(a, dtype=np.uint64) for a in (pw, s0, s1))
-        self._top = pw[w]  # weight of the frame that leaves a window
-        self._hist: deque[int] = deque(maxlen=w + 1)  # prefix hashes of the last frames shown
-        self._shown = 0
-        self._count: dict[int, int] = {}
-        self._log: deque[tuple[int, int]] = deque()
+    def emit(self, node: int) -> None:
+        if self._end == self._buf.size:
+            keep = self._buf[self._end - self.memory + 1 : self._end].copy()
+            self._buf[: keep.size] = keep
+            self._start, self._end = 0, keep.size
+        self._buf[self._end] = node
+        self._end += 1
+        self._start = max(self._start, self._end - self.memory)
 
-    def _prefixes(self, queued: list[int]) -> list[int]:
-        """Prefix hashes of output frames T-w-1 .. T-1 (T: the next frame to plan), 0 before the
-        first frame."""
-        w = self.window
-        known = [*self._hist, *queued][-(w + 1) :]
-        return [0] * (w + 1 - len(known)) + known
-
-    def plan(self, queued: list[int], node: int) -> tuple[int, int]:
-        """(prefix hash, run hash or -1 while fewer than ``window`` frames are out) of ``node``
-        planned after the ``queued`` frames."""
-        p = self._prefixes(queued)
-        prefix = (p[-1] * _BASE + node) % _MOD
-        t = self._shown + len(queued)
-        if not self.window or t + 1 < self.window:
-            return prefix, -1
-        return prefix, (prefix - p[1] * self._top) % _MOD
-
-    def emit(self, prefix: int, key: int) -> None:
-        """The planned frame with this prefix and run hash is shown."""
-        self._hist.append(prefix)
-        if key >= 0:
-            self._count[key] = self._count.get(key, 0) + 1
-            self._log.append((self._shown, key))
-            while self._log[0][0] <= self._shown - self.memory:
-                _, old = self._log.popleft()
-                self._count[old] -= 1
-                if not self._count[old]:
-                    del self._count[old]
-        self._shown += 1
-
-    def repeats(
-        self, queued: list[int], planned: set[int], targets: np.ndarray, forced: np.ndarray
-    ) -> np.ndarray:
-        """Whether planning each of ``targets`` next, then the ``forced`` frames after it (target+1,
-        ...), ends a run already shown or ``planned`` (their run hashes)."""
-        w, t = self.window, self._shown + len(queued)
-        out = np.zeros(targets.size, dtype=bool)
-        if not w or t + int(forced.max(initial=0)) + 1 < w:
-            return out
-        p = np.array(self._prefixes(queued), dtype=np.uint64)  # times t-w-1 .. t-1
-        f = np.minimum(forced, w - 1)
-        j = np.arange(int(f.max(initial=0)) + 1)  # frames c+j at times t+j ...
-        full = (j[None, :] <= f[:, None]) & (t + j + 1 >= w)[None, :]  # ... that end a full run
-        if not full.any():
-            return out
-        c = np.asarray(targets, dtype=np.uint64)[:, None]
-        with np.errstate(over="ignore"):
-            prefix = p[-1] * self._pow[j + 1] + c * self._s0[j + 1] + self._s1[j + 1]
-            keys = prefix - p[j + 1] * np.uint64(self._top)
-        # set operations on the distinct keys, numpy for which candidate they belong to
-        distinct = set(keys[full].tolist())
-        hits = (distinct & self._count.keys()) | (distinct & planned)
-        if not hits:
-            return out
-        return (np.isin(keys, np.fromiter(hits, dtype=np.uint64, count=len(hits))) & full).any(axis=1)
+    def repeat_lengths(self, queued: list[int], targets: np.ndarray, forced: np.ndarray) -> np.ndarray:
+        """Per target: the longest run of output frames (up to ``cap``), ending in the stretch
+        ``target, target+1, .., target+forced`` planned after the ``queued`` frames, that the
+        output already showed: the match before the target's earlier occurrence (backwards) plus
+        how far that occurrence played on the same way."""
+        out = np.concatenate([self._buf[self._start : self._end], np.asarray(queued, dtype=np.int32)])
+        n, cap = out.size, self.cap
+        res = np.zeros(targets.size, dtype=np.int64)
+        back = np.arange(1, min(cap, n) + 1)
+        recent = out[n - back] if n else out[:0]
+        for k, (c, f) in enumerate(zip(targets.tolist(), forced.tolist(), strict=True)):
+            q = np.flatnonzero(out == c)
+            if not q.size:
+                continue
+            prev = q[:, None] - back[None, :]
+            eq = (prev >= 0) & (out[np.maximum(prev, 0)] == recent[None, :])
+            before = np.where(eq.all(axis=1), back.size, eq.argmin(axis=1))
+            ahead = np.arange(int(f) + 1)
+            nxt = q[:, None] + ahead[None, :]
+            eq = (nxt < n) & (out[np.minimum(nxt, n - 1)] == c + ahead[None, :])
+            on = np.where(eq.all(axis=1), ahead.size, eq.argmin(axis=1))
+            res[k] = int((before + on).max())
+        return res
 
 
 def forced_frames(edge_ok: np.ndarray, indptr: np.ndarray, nat: np.ndarray) -> np.ndarray:
