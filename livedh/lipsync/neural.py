@@ -25,7 +25,7 @@ import numpy as np
 
 from livedh.avatar.compositor import BlendParams, Compositor
 from livedh.avatar.footage import BaseFrame, FootageFrames
-from livedh.avatar.motion import MotionLibrary
+from livedh.avatar.motion import FootagePick, MotionLibrary
 from livedh.avatar.video import VideoAvatar
 from livedh.errors import InvalidInputError, LiveDHError
 from livedh.lipsync.audio_features import MouthDriveParams, block_rms_db, level_to_opening
@@ -119,10 +119,8 @@ class NeuralLipSync(LipSyncModel):
 
     def base(self, request: LipSyncRequest) -> BaseFrame:
         """The request's footage: the planner's pick, else the plain loop's frame."""
-        if request.footage is not None:
-            return self.footage.base(request.footage)
-        k = self.footage_index(request.frame_index)
-        return BaseFrame(self.avatar.frame(k).copy(), self.avatar.crop_box(k), self.avatar.mask(k))
+        pick = request.footage or FootagePick(self.footage_index(request.frame_index))
+        return self.footage.base(pick)
 
     def infer(self, batch: Sequence[LipSyncRequest]) -> list[np.ndarray]:
         audio = [self._check_audio(r.audio) for r in batch]
