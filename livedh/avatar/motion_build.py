@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -317,7 +318,7 @@ def strided_poses(
 
         def run(piece: tuple[np.ndarray, np.ndarray]) -> None:
             warm, picked = piece
-            with _closing(tracker()) as pose:
+            with closing(tracker()) as pose:
                 order = np.concatenate([warm, picked])
                 frames = _prefetch(lambda p: _pose_input(p, reduce), [paths[i] for i in order], _ignore)
                 for k, (i, (rgb, scale)) in enumerate(zip(order, frames, strict=True)):
@@ -363,19 +364,6 @@ def _pieces(samples: Sequence[np.ndarray], total: int, workers: int) -> list[tup
 
 def _ignore(n: int) -> None:
     pass
-
-
-class _closing:
-    """``with`` for trackers that only have ``close()``."""
-
-    def __init__(self, tracker: Any) -> None:
-        self.tracker = tracker
-
-    def __enter__(self) -> Any:
-        return self.tracker
-
-    def __exit__(self, *exc: object) -> None:
-        self.tracker.close()
 
 
 def _pose_input(path: Path, reduce: int) -> tuple[np.ndarray, float]:
